@@ -1,0 +1,63 @@
+"""FCOS: 0-1 images -> raw per-level head outputs (no loss, no NMS), and `build_model` from config."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..config import ModelConfig
+from ..errors import UserError
+from .backbone import Backbone
+from .fpn import FPN
+from .head import FCOSHead, HeadOutputs
+
+__all__ = ["FCOS", "build_model"]
+
+
+class FCOS(nn.Module):
+    """Backbone -> FPN -> shared head.
+
+    Takes images (B, 3, H, W) with values in 0-1 (any H, W): normalises them with the backbone's
+    mean/std, then pads right/bottom with zeros to a multiple of `size_divisor`, as torchvision does
+    after normalisation. Returns `HeadOutputs`, per-level lists of (B, C, H_l, W_l).
+    """
+
+    def __init__(self, backbone: Backbone, fpn: FPN, head: FCOSHead, strides: list[int],
+                 size_divisor: int = 32) -> None:
+        super().__init__()
+        self.backbone, self.fpn, self.head = backbone, fpn, head
+        self.strides = strides
+        self.size_divisor = size_divisor
+        self.register_buffer("mean", torch.tensor(backbone.mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(backbone.std).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, images: Tensor) -> HeadOutputs:
+        x = (images - self.mean) / self.std
+        h, w = x.shape[-2:]
+        d = self.size_divisor
+        x = F.pad(x, (0, (d - w % d) % d, 0, (d - h % d) % d))
+        return self.head(self.fpn(self.backbone(x)))
+
+
+def build_model(cfg: ModelConfig) -> FCOS:
+    """Build an FCOS from the model part of the config (random head; backbone per its config)."""
+    levels = list(cfg.fpn.levels)
+    if levels != list(range(levels[0], levels[0] + len(levels))) or not 1 <= levels[0] <= 5 or levels[-1] < 5:
+        raise UserError(f"FPN levels must be consecutive, start at P1..P5 and reach P5 or above, got {levels}")
+    if cfg.head.norm == "group" and cfg.fpn.out_channels % cfg.head.num_groups:
+        raise UserError(f"FPN channels {cfg.fpn.out_channels} are not divisible by {cfg.head.num_groups} groups")
+    if cfg.num_classes < 1:
+        raise UserError(f"num_classes must be at least 1, got {cfg.num_classes}")
+    backbone_levels = [lvl for lvl in levels if lvl <= 5]
+    backbone = Backbone(cfg.backbone.name, tuple(2**lvl for lvl in backbone_levels), cfg.backbone.pretrained,
+                        cfg.backbone.pretrained_file)
+    fpn = FPN(backbone.channels, cfg.fpn.out_channels, len(levels) - len(backbone_levels), cfg.fpn.extra_from)
+    h = cfg.head
+    head = FCOSHead(cfg.fpn.out_channels, cfg.num_classes, len(levels), h.num_convs, h.norm, h.num_groups,
+                    h.prior_prob, h.box_activation, h.learnable_scale, h.centerness_on_reg)
+    strides = [2**lvl for lvl in levels]
+    if cfg.size_divisor % backbone.strides[-1]:
+        raise UserError(f"size_divisor {cfg.size_divisor} must be a multiple of the backbone stride "
+                        f"{backbone.strides[-1]}")
+    return FCOS(backbone, fpn, head, strides, cfg.size_divisor)
