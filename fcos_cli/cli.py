@@ -54,3 +54,152 @@ def config_cmd(
 
     cfg = _run(make_preset, preset)
     console.print_json(json.dumps(to_dict(cfg)))
+
+
+def _default_weights() -> "Path":
+    """Newest runs/train/*/best.safetensors, else last.safetensors."""
+    from pathlib import Path
+
+    runs = sorted(Path("runs/train").glob("*/"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for run in runs:
+        for name in ("best.safetensors", "last.safetensors"):
+            if (run / name).is_file():
+                return run / name
+    raise UserError("no --weights given and no runs/train/*/best.safetensors to default to (train first)")
+
+
+def _positive(name: str):
+    def check(value):
+        if value is not None and value <= 0:
+            raise typer.BadParameter(f"{name} must be positive, got {value}")
+        return value
+    return check
+
+
+@app.command("demo-data")
+def demo_data_cmd(
+    out: Annotated[str, typer.Argument(help="Directory to write images/, train.json and val.json into.")],
+    num_train: Annotated[int, typer.Option(help="Training images.", callback=_positive("--num-train"))] = 96,
+    num_val: Annotated[int, typer.Option(help="Validation images.", callback=_positive("--num-val"))] = 24,
+    seed: Annotated[int, typer.Option(help="Random seed: the same seed writes the same dataset.")] = 0,
+) -> None:
+    """Write the built-in synthetic demo dataset (shapes of 8 to 800 px) as COCO JSON + JPEG images."""
+    from .data.synthetic import write_demo_data
+
+    path = write_demo_data(out, num_train=num_train, num_val=num_val, seed=seed)
+    console.print(f"wrote {num_train} + {num_val} images to {path} (train.json, val.json)")
+
+
+@app.command("train")
+def train_cmd(
+    data: Annotated[str, typer.Option(help="COCO .json, YOLO data.yaml, or 'demo' (built in, generated offline).")] = "demo",
+    backbone: Annotated[str, typer.Option(help="Any timm model name with features at strides 8/16/32.")] = "resnet50",
+    preset: Annotated[str, typer.Option(help="paper, improved or torchvision.")] = "improved",
+    epochs: Annotated[int, typer.Option(help="Training epochs.", callback=_positive("--epochs"))] = 12,
+    batch_size: Annotated[int, typer.Option(help="Images per step.", callback=_positive("--batch-size"))] = 8,
+    img_size: Annotated[int, typer.Option(help="Longest image side in pixels.", callback=_positive("--img-size"))] = 640,
+    lr: Annotated[Optional[float], typer.Option(help="Peak learning rate [default: 0.01 sgd, 0.001 adamw].")] = None,
+    optimizer: Annotated[str, typer.Option(help="sgd or adamw.")] = "sgd",
+    fpn_channels: Annotated[int, typer.Option(help="FPN and head width.", callback=_positive("--fpn-channels"))] = 256,
+    head_convs: Annotated[int, typer.Option(help="Convs per head tower.")] = 4,
+    size_ranges: Annotated[Optional[str], typer.Option(help="Level size boundaries m_1..m_4, e.g. 64,128,256,512.")] = None,
+    val_data: Annotated[Optional[str], typer.Option(help="Validation data (default: the data's val split).")] = None,
+    val_fraction: Annotated[float, typer.Option(help="Hold out this fraction of a single COCO file.")] = 0.0,
+    images: Annotated[Optional[str], typer.Option(help="Image folder of a COCO file (default: beside it).")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    amp: Annotated[bool, typer.Option(help="Mixed precision: bf16 on CPU, fp16 on CUDA.")] = False,
+    ema: Annotated[bool, typer.Option(help="Keep an EMA of the weights and evaluate/save it.")] = False,
+    pretrained_file: Annotated[Optional[str], typer.Option(help="Local backbone weights (timm names).",
+                                                            exists=True, dir_okay=False)] = None,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    workers: Annotated[int, typer.Option(help="Data-loading worker processes.")] = 2,
+    project: Annotated[str, typer.Option(help="Parent folder of runs.")] = "runs/train",
+    name: Annotated[str, typer.Option(help="Run name (numbered exp, exp2, ... when taken).")] = "exp",
+    exist_ok: Annotated[bool, typer.Option(help="Reuse an existing run folder.")] = False,
+) -> None:
+    """Train an FCOS detector; writes last/best.safetensors, metrics.csv and plots under PROJECT/NAME."""
+    from .config import preset as make_preset
+    from .data import open_data
+    from .engine.common import next_run_dir, resolve_device
+    from .engine.train import train
+
+    cfg = _run(make_preset, preset)
+    if optimizer not in ("sgd", "adamw"):
+        raise typer.BadParameter("expected sgd or adamw", param_hint="--optimizer")
+    m, t = cfg.model, cfg.train
+    m.backbone.name, m.backbone.pretrained_file = backbone, pretrained_file
+    m.fpn.out_channels, m.head.num_convs = fpn_channels, head_convs
+    m.head.num_groups = min(m.head.num_groups, fpn_channels)
+    if size_ranges:
+        try:
+            cfg.targets.size_ranges = tuple(float(v) for v in size_ranges.split(","))
+        except ValueError:
+            raise typer.BadParameter(f"expected comma-separated numbers, got {size_ranges!r}",
+                                     param_hint="--size-ranges") from None
+    t.epochs, t.batch_size, t.optimizer, t.seed, t.workers, t.amp, t.ema = epochs, batch_size, optimizer, seed, workers, amp, ema
+    t.lr = lr if lr is not None else (0.01 if optimizer == "sgd" else 0.001)
+    cfg.data.img_size = img_size
+    dev = _run(resolve_device, device)
+    train_index, val_index = _run(open_data, data, val_data, val_fraction, seed, images)
+    run_dir = next_run_dir(project, name, exist_ok)
+    console.print(f"training on {len(train_index.records)} images ({', '.join(train_index.class_names)}), "
+                  f"validating on {len(val_index.records) if val_index else 0}, device {dev}, run {run_dir}")
+    result = _run(train, cfg, train_index, val_index, run_dir, dev, console=console)
+    _print_metrics(result.final)
+    console.print(f"{result.seconds:.0f} s; weights: {result.best} (best AP {max(result.best_ap, 0):.3f}), {result.last}")
+
+
+def _print_metrics(result) -> None:
+    from rich.table import Table
+
+    if result is None:
+        return
+    table = Table("metric", "value", title="COCO metrics")
+    for key in ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR100"):
+        table.add_row(key, f"{result.metrics[key]:.3f}")
+    console.print(table)
+    per_class = Table("class", "AP", title="AP per class")
+    for name, ap in result.per_class_ap.items():
+        per_class.add_row(name, "-" if ap != ap else f"{ap:.3f}")
+    console.print(per_class)
+    console.print(f"mAP {result.metrics['AP']:.3f}  mAP50 {result.metrics['AP50']:.3f}")
+
+
+@app.command("eval")
+def eval_cmd(
+    weights: Annotated[Optional[str], typer.Option("--weights", "-w", help="Weights file [default: newest "
+                                                   "runs/train/*/best.safetensors].", exists=True, dir_okay=False)] = None,
+    data: Annotated[str, typer.Option(help="COCO .json, YOLO data.yaml, or 'demo' (its val split).")] = "demo",
+    images: Annotated[Optional[str], typer.Option(help="Image folder of a COCO file (default: beside it).")] = None,
+    batch_size: Annotated[int, typer.Option(help="Images per batch.", callback=_positive("--batch-size"))] = 8,
+    img_size: Annotated[Optional[int], typer.Option(help="Longest side [default: the weights' training size].",
+                                                    callback=_positive("--img-size"))] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    project: Annotated[str, typer.Option(help="Parent folder of eval outputs.")] = "runs/eval",
+    name: Annotated[str, typer.Option(help="Output folder name (numbered when taken).")] = "exp",
+) -> None:
+    """COCO mAP of a weights file on a dataset; writes results.json, metrics.json and pr_curve.png."""
+    from pathlib import Path
+
+    from . import checkpoint
+    from .data import open_split
+    from .engine.common import next_run_dir, resolve_device
+    from .engine.evaluate import evaluate
+
+    path = Path(weights) if weights else _run(_default_weights)
+    console.print(f"weights: {path}")
+    dev = _run(resolve_device, device)
+    model, cfg, class_names = _run(checkpoint.load, path, dev)
+    index = _run(open_split, data, "val", images)
+    if index.class_names != class_names:
+        _run(_raise, f"the data's classes {index.class_names} differ from the weights' classes {class_names}")
+    if img_size:
+        cfg.data.img_size = img_size
+    out = next_run_dir(project, name)
+    result = _run(evaluate, model, cfg, index, dev, batch_size=batch_size, out_dir=out)
+    _print_metrics(result)
+    console.print(f"wrote {out}/results.json, metrics.json, pr_curve.png")
+
+
+def _raise(message: str):
+    raise UserError(message)

@@ -90,15 +90,27 @@ class PostprocessConfig:
 
 @dataclass
 class DataConfig:
-    img_size: int = 640
+    img_size: int = 640  # longest side after resize; batches are padded to a multiple of size_divisor
+    multi_scale: tuple[int, ...] = ()  # training picks one longest side per image from these
+    hflip: float = 0.5
+    color_jitter: bool = True
 
 
 @dataclass
 class TrainConfig:
     epochs: int = 12
     batch_size: int = 8
+    optimizer: Literal["sgd", "adamw"] = "sgd"
     lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    warmup_steps: int = 500
+    schedule: Literal["cosine", "step"] = "cosine"  # step: x0.1 at 2/3 and 8/9 of training
+    grad_clip: float = 10.0  # max gradient norm; 0 turns clipping off
+    amp: bool = False  # bf16 autocast on CPU, fp16 with GradScaler on CUDA
+    ema: bool = False
     seed: int = 0
+    workers: int = 2
 
 
 @dataclass

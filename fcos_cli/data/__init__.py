@@ -1,0 +1,53 @@
+"""Datasets: COCO JSON, YOLO txt and the built-in demo, read into `DatasetIndex` records."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import replace
+from pathlib import Path
+
+from ..errors import UserError
+from .records import DatasetIndex, ImageRecord
+
+__all__ = ["DatasetIndex", "ImageRecord", "open_data", "open_split"]
+
+
+def open_split(data: str | Path, split: str = "train", images_dir: str | Path | None = None) -> DatasetIndex:
+    """One split of `demo`, a COCO JSON file (the split is the file) or a YOLO data.yaml."""
+    from .coco import load_coco
+    from .synthetic import ensure_demo_data
+    from .yolo import load_yolo
+
+    if str(data) == "demo":
+        return load_coco(ensure_demo_data() / f"{split}.json")
+    path = Path(data)
+    if not path.exists():
+        raise UserError(f"--data {data}: no such file or directory (give a COCO .json, a YOLO data.yaml, or demo)")
+    if path.suffix.lower() == ".json":
+        return load_coco(path, images_dir)
+    if path.suffix.lower() in (".yaml", ".yml") or path.is_dir():
+        return load_yolo(path, split)
+    raise UserError(f"--data {data}: expected a COCO .json, a YOLO data.yaml, or demo")
+
+
+def open_data(data: str | Path, val_data: str | Path | None = None, val_fraction: float = 0.0,
+              seed: int = 0, images_dir: str | Path | None = None) -> tuple[DatasetIndex, DatasetIndex | None]:
+    """Train and validation indexes: `demo` and YOLO yamls carry their val split; a COCO file needs
+    `val_data` or `val_fraction` (a seeded split of its images)."""
+    train = open_split(data, "train", images_dir)
+    if val_data is not None:
+        val = open_split(val_data, "val")
+    elif str(data) == "demo" or Path(data).suffix.lower() in (".yaml", ".yml") or Path(data).is_dir():
+        val = open_split(data, "val", images_dir) if val_fraction == 0 else None
+    else:
+        val = None
+    if val is None and val_fraction > 0:
+        order = list(range(len(train.records)))
+        random.Random(seed).shuffle(order)
+        num_val = max(1, round(len(order) * val_fraction))
+        held = set(order[:num_val])
+        val = replace(train, records=[r for i, r in enumerate(train.records) if i in held])
+        train = replace(train, records=[r for i, r in enumerate(train.records) if i not in held])
+    if val is not None and val.class_names != train.class_names:
+        raise UserError(f"validation classes {val.class_names} differ from training classes {train.class_names}")
+    return train, val

@@ -1,0 +1,147 @@
+"""COCO evaluation: predict a split, map boxes back to original pixels, score with pycocotools."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from ..config import FCOSConfig
+from ..data.dataset import ImageMeta
+from ..data.records import DatasetIndex
+from ..model import FCOS
+from ..pipeline import detections_for
+from ..postprocess import Detections
+from .common import autocast, loader
+
+__all__ = ["EvalResult", "evaluate", "predict_results", "to_coco_results", "coco_metrics", "METRIC_NAMES"]
+
+METRIC_NAMES = ["AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl"]
+
+
+@dataclass
+class EvalResult:
+    metrics: dict[str, float]  # METRIC_NAMES, 0-1
+    per_class_ap: dict[str, float]  # AP@[.5:.95] per class name (nan: class absent from the split)
+    results: list[dict] = field(default_factory=list)  # COCO results format
+    precision: np.ndarray | None = None  # (101, K) precision at IoU 0.5 over recall 0..1
+
+
+def category_ids(index: DatasetIndex) -> list[int]:
+    return index.category_ids or list(range(1, len(index.class_names) + 1))
+
+
+def to_coco_results(detections: list[Detections], metas: list[ImageMeta], category_ids: list[int]) -> list[dict]:
+    """COCO results: boxes mapped back to original pixels as xywh, labels to the dataset's category ids."""
+    results = []
+    for det, meta in zip(detections, metas):
+        boxes = det["boxes"].detach().float().cpu() / torch.tensor(meta.scale * 2)  # (N, 4) original pixels
+        boxes[:, 2:] -= boxes[:, :2]
+        for box, score, label in zip(boxes.tolist(), det["scores"].tolist(), det["labels"].tolist()):
+            results.append({"image_id": meta.image_id, "category_id": category_ids[label],
+                            "bbox": [round(v, 3) for v in box], "score": round(score, 5)})
+    return results
+
+
+@torch.no_grad()
+def predict_results(model: FCOS, cfg: FCOSConfig, index: DatasetIndex, device: torch.device,
+                    batch_size: int = 8, workers: int = 0, amp: bool = False, progress=None) -> tuple[list[dict], dict]:
+    """COCO results of a split and each image's original (H, W)."""
+    model.eval()
+    ids = category_ids(index)
+    results, sizes = [], {}
+    for batch in loader(index, cfg, model.backbone.mean, train=False, batch_size=batch_size, workers=workers):
+        with autocast(device, amp):
+            outputs = model(batch.images.to(device, non_blocking=True))
+        results += to_coco_results(detections_for(outputs, model.strides, batch.sizes, cfg), batch.metas, ids)
+        sizes.update((meta.image_id, meta.original_size) for meta in batch.metas)
+        if progress is not None:
+            progress(len(batch.metas))
+    return results, sizes
+
+
+def _ground_truth(index: DatasetIndex, sizes: dict[int, tuple[int, int]]) -> COCO:
+    ids = category_ids(index)
+    images, annotations = [], []
+    for record in index.records:
+        height, width = sizes.get(record.image_id, (record.height, record.width))
+        images.append({"id": record.image_id, "width": width, "height": height})
+        for box, label in zip(record.boxes.tolist(), record.labels.tolist()):
+            w, h = box[2] - box[0], box[3] - box[1]
+            annotations.append({"id": len(annotations) + 1, "image_id": record.image_id, "category_id": ids[label],
+                                "bbox": [box[0], box[1], w, h], "area": w * h, "iscrowd": 0})
+    coco = COCO()
+    coco.dataset = {"images": images, "annotations": annotations,
+                    "categories": [{"id": i, "name": n} for i, n in zip(ids, index.class_names)]}
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco.createIndex()
+    return coco
+
+
+def coco_metrics(index: DatasetIndex, results: list[dict], sizes: dict[int, tuple[int, int]] | None = None) -> EvalResult:
+    """pycocotools bbox metrics of `results` against the index's boxes; no detections gives AP 0."""
+    gt = _ground_truth(index, sizes or {})
+    if not results:  # COCO.loadRes([]) raises
+        return EvalResult(dict.fromkeys(METRIC_NAMES, 0.0), dict.fromkeys(index.class_names, 0.0), [])
+    with contextlib.redirect_stdout(io.StringIO()):
+        evaluator = COCOeval(gt, gt.loadRes(results), "bbox")
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    precision = evaluator.eval["precision"]  # (T IoUs, R recalls, K classes, A areas, M max-dets)
+    per_class = {}
+    for k, name in enumerate(index.class_names):
+        p = precision[:, :, k, 0, -1]
+        per_class[name] = float(p[p > -1].mean()) if (p > -1).any() else float("nan")
+    metrics = {name: max(float(v), 0.0) for name, v in zip(METRIC_NAMES, evaluator.stats)}
+    return EvalResult(metrics, per_class, results, precision[0, :, :, 0, -1])
+
+
+def evaluate(model: FCOS, cfg: FCOSConfig, index: DatasetIndex, device: torch.device, batch_size: int = 8,
+             workers: int = 0, amp: bool = False, out_dir: Path | None = None, progress=None) -> EvalResult:
+    """Predict `index` (score threshold from cfg.post) and compute COCO metrics; write files to `out_dir`."""
+    results, sizes = predict_results(model, cfg, index, device, batch_size, workers, amp, progress)
+    result = coco_metrics(index, results, sizes)
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        _write_json(out_dir / "results.json", results)
+        _write_json(out_dir / "metrics.json", {"metrics": result.metrics, "per_class_ap": result.per_class_ap})
+        if result.precision is not None:
+            plot_precision_recall(result.precision, index.class_names, out_dir / "pr_curve.png")
+    return result
+
+
+def _write_json(path: Path, data) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data))
+    os.replace(tmp, path)
+
+
+def plot_precision_recall(precision: np.ndarray, class_names: list[str], path: Path) -> None:
+    """Precision over recall at IoU 0.5, one curve per class."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 5))
+    recall = np.linspace(0, 1, precision.shape[0])
+    for k, name in enumerate(class_names):
+        p = precision[:, k]
+        if (p > -1).any():
+            ax.plot(recall, np.clip(p, 0, None), label=f"{name} (AP50 {p[p > -1].mean():.2f})")
+    ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02), title="Precision-recall at IoU 0.5")
+    ax.legend(loc="lower left", fontsize=8)
+    fig.tight_layout()
+    tmp = path.with_name(path.stem + ".tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, path)

@@ -1,0 +1,182 @@
+"""The training loop: one config and data indexes in, a run directory with weights, metrics and plots out."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from .. import checkpoint
+from ..config import FCOSConfig, TrainConfig, to_dict
+from ..data.records import DatasetIndex
+from ..errors import UserError
+from ..model import FCOS, build_model
+from ..pipeline import loss_for
+from .common import autocast, loader
+from .evaluate import EvalResult, evaluate
+
+__all__ = ["TrainResult", "train", "build_optimizer", "lr_factor"]
+
+LOSS_NAMES = ("loss", "cls", "box", "centerness")
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    last: Path
+    best: Path
+    final: EvalResult | None
+    best_ap: float
+    seconds: float
+
+
+def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """No weight decay on norms, biases and per-level scales (1-D parameters)."""
+    decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=cfg.lr)
+    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
+
+
+def lr_factor(step: int, total: int, cfg: TrainConfig) -> float:
+    """Linear warm-up from 0.1% to 1, then cosine to 1% or x0.1 steps at 2/3 and 8/9 of training."""
+    warmup = min(cfg.warmup_steps, max(total // 3, 1))
+    if step < warmup:
+        return 0.001 + (1 - 0.001) * step / warmup
+    if cfg.schedule == "step":
+        return 0.1 ** sum(step >= total * f for f in (2 / 3, 8 / 9))
+    progress = (step - warmup) / max(total - warmup, 1)
+    return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _plot(rows: list[dict], path: Path) -> None:
+    """Loss terms and validation AP per epoch."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [r["epoch"] for r in rows]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    for name in LOSS_NAMES:
+        left.plot(epochs, [r[name] for r in rows], label=name)
+    left.set(xlabel="epoch", ylabel="training loss", yscale="log", title="Losses")
+    left.legend()
+    for name in ("AP", "AP50"):
+        if rows[0].get(name) is not None:
+            right.plot(epochs, [r[name] for r in rows], marker="o", label=name)
+    right.set(xlabel="epoch", ylabel="COCO metric", ylim=(0, 1), title="Validation")
+    right.legend()
+    fig.tight_layout()
+    tmp = path.with_name(path.stem + ".tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def _write_csv(rows: list[dict], path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, path)
+
+
+def train(cfg: FCOSConfig, train_index: DatasetIndex, val_index: DatasetIndex | None, run_dir: Path,
+          device: torch.device, model: FCOS | None = None, console: Console | None = None,
+          progress: bool = True) -> TrainResult:
+    """Train `cfg.train.epochs` epochs, evaluating on `val_index` after each; write `run_dir` files."""
+    console = console or Console()
+    tc = cfg.train
+    if not train_index.records:
+        raise UserError("the training split has no images")
+    _seed_everything(tc.seed)
+    class_names = train_index.class_names
+    cfg.model.num_classes = len(class_names)
+    model = (model or build_model(cfg.model)).to(device)
+    (run_dir / "config.json").write_text(json.dumps(to_dict(cfg), indent=2))
+    data = loader(train_index, cfg, model.backbone.mean, train=True, seed=tc.seed)
+    total_steps = tc.epochs * len(data)
+    optimizer = build_optimizer(model, tc)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, total_steps, tc))
+    scaler = torch.amp.GradScaler(device.type, enabled=tc.amp and device.type == "cuda")
+    ema = None
+    if tc.ema:
+        from timm.utils import ModelEmaV3
+
+        ema = ModelEmaV3(model, decay=0.9998, use_warmup=True)
+    rows: list[dict] = []
+    best_ap, final, start = -1.0, None, time.perf_counter()
+    last, best = run_dir / "last.safetensors", run_dir / "best.safetensors"
+    columns = [TextColumn("[bold]epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("loss {task.fields[loss]:.3f}  {task.fields[ips]:.1f} img/s"), TimeRemainingColumn()]
+    with Progress(*columns, console=console, disable=not progress, transient=False) as bar:
+        step = 0
+        for epoch in range(1, tc.epochs + 1):
+            model.train()
+            task = bar.add_task("train", total=len(data), epoch=f"{epoch}/{tc.epochs}", loss=float("nan"), ips=0.0)
+            sums = dict.fromkeys(LOSS_NAMES, 0.0)
+            seen, skipped, epoch_start = 0, 0, time.perf_counter()
+            for batch in data:
+                images = batch.images.to(device, non_blocking=True)
+                boxes = [t["boxes"].to(device) for t in batch.targets]
+                labels = [t["labels"].to(device) for t in batch.targets]
+                with autocast(device, tc.amp):
+                    outputs = model(images)
+                losses = loss_for(outputs, model.strides, boxes, labels, cfg)
+                optimizer.zero_grad(set_to_none=True)
+                if not torch.isfinite(losses.total):
+                    skipped += 1  # no update from a non-finite loss
+                else:
+                    scaler.scale(losses.total).backward()
+                    if tc.grad_clip > 0:
+                        scaler.unscale_(optimizer)
+                        torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+                    scaler.step(optimizer)
+                    scaler.update()
+                    if ema is not None:
+                        ema.update(model, step=step)
+                    for name, value in zip(LOSS_NAMES, (losses.total, losses.cls, losses.box, losses.centerness)):
+                        sums[name] += value.item() * len(images)
+                    seen += len(images)
+                scheduler.step()
+                step += 1
+                bar.update(task, advance=1, loss=sums["loss"] / max(seen, 1),
+                           ips=seen / max(time.perf_counter() - epoch_start, 1e-9))
+            eval_model = ema.module if ema is not None else model
+            row = {"epoch": epoch, "step": step, "lr": optimizer.param_groups[0]["lr"],
+                   **{k: v / max(seen, 1) for k, v in sums.items()}, "skipped_steps": skipped}
+            if val_index is not None and val_index.records:
+                final = evaluate(eval_model, cfg, val_index, device, batch_size=tc.batch_size, amp=tc.amp)
+                row.update(final.metrics)
+            row["seconds"] = round(time.perf_counter() - start, 1)
+            rows.append(row)
+            checkpoint.save(last, eval_model, cfg, class_names, extra={"fcos_cli.epoch": str(epoch)})
+            ap = row.get("AP", 0.0)
+            if ap > best_ap or val_index is None:
+                best_ap = ap
+                checkpoint.save(best, eval_model, cfg, class_names, extra={"fcos_cli.epoch": str(epoch)})
+            _write_csv(rows, run_dir / "metrics.csv")
+            _plot(rows, run_dir / "curves.png")
+            if "AP" in row:
+                console.print(f"epoch {epoch}: loss {row['loss']:.3f}  AP {row['AP']:.3f}  AP50 {row['AP50']:.3f}")
+    return TrainResult(run_dir, last, best, final, best_ap, time.perf_counter() - start)

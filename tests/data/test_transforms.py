@@ -1,0 +1,54 @@
+"""Augmentation keeps boxes on their pixels: flip twice is the identity, the val resize maps back."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fcos_cli.data.transforms import build_transform
+
+
+def _image_with_boxes() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    image = np.zeros((300, 500, 3), dtype=np.uint8)
+    boxes = np.array([[20, 30, 120, 200], [300, 100, 480, 160]], dtype=np.float32)
+    for x0, y0, x1, y1 in boxes.astype(int):
+        image[y0:y1, x0:x1] = 255
+    return image, boxes, np.array([0, 2])
+
+
+def test_flip_twice_is_identity_and_boxes_follow_pixels() -> None:
+    image, boxes, labels = _image_with_boxes()
+    flip = build_transform(250, train=True, hflip=1.0, color_jitter=False)
+    once = flip(image=image, bboxes=boxes, labels=labels)
+    for x0, y0, x1, y1 in np.asarray(once["bboxes"]).round().astype(int):  # white exactly under each box
+        assert once["image"][y0 + 2:y1 - 2, x0 + 2:x1 - 2].min() > 200
+    assert once["image"][:, :, 0].sum() == pytest.approx(image[:, :, 0].sum() / 4, rel=0.03)
+    twice = flip(image=once["image"], bboxes=np.asarray(once["bboxes"]), labels=once["labels"])
+    resized = build_transform(250, train=False)(image=image, bboxes=boxes, labels=labels)
+    np.testing.assert_array_equal(twice["image"], resized["image"])
+    np.testing.assert_allclose(np.asarray(twice["bboxes"]), np.asarray(resized["bboxes"]), atol=1e-3)
+    assert [int(v) for v in twice["labels"]] == [0, 2]
+
+
+def test_val_resize_maps_back_to_original_pixels() -> None:
+    image, boxes, labels = _image_with_boxes()
+    out = build_transform(160, train=False)(image=image, bboxes=boxes, labels=labels)
+    height, width = out["image"].shape[:2]
+    assert max(height, width) == 160
+    scale = np.array([width / 500, height / 300] * 2)
+    np.testing.assert_allclose(np.asarray(out["bboxes"]) / scale, boxes, atol=0.5)
+
+
+def test_boxes_mostly_cut_off_are_dropped_not_kept_as_slivers() -> None:
+    import albumentations as A
+
+    from fcos_cli.data.transforms import MIN_VISIBILITY, build_transform as build
+
+    image, _, _ = _image_with_boxes()
+    boxes = np.array([[0, 0, 100, 100], [240, 0, 340, 100]], dtype=np.float32)  # second is 40% left of x=280
+    crop = A.Compose([A.Crop(0, 0, 280, 300)], bbox_params=build(300, train=False).processors["bboxes"].params)
+    out = crop(image=image, bboxes=boxes, labels=np.array([1, 1]))
+    assert MIN_VISIBILITY == 0.3 and len(out["bboxes"]) == 2  # 40% visible: kept, cut to its visible part
+    assert np.asarray(out["bboxes"])[1, 2] == pytest.approx(280)
+    out = crop(image=image, bboxes=np.array([[260, 0, 360, 100]], dtype=np.float32), labels=np.array([1]))
+    assert len(out["bboxes"]) == 0  # 20% visible: dropped
