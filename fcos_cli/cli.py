@@ -93,22 +93,29 @@ def demo_data_cmd(
 @app.command("train")
 def train_cmd(
     data: Annotated[str, typer.Option(help="COCO .json, YOLO data.yaml, or 'demo' (built in, generated offline).")] = "demo",
-    backbone: Annotated[str, typer.Option(help="Any timm model name with features at strides 8/16/32.")] = "resnet50",
+    backbone: Annotated[Optional[str], typer.Option(help="Any timm model with features at strides 8/16/32 "
+                                                    "[default: resnet50, or the --weights' backbone].")] = None,
     preset: Annotated[str, typer.Option(help="paper, improved or torchvision.")] = "improved",
     epochs: Annotated[int, typer.Option(help="Training epochs.", callback=_positive("--epochs"))] = 12,
     batch_size: Annotated[int, typer.Option(help="Images per step.", callback=_positive("--batch-size"))] = 8,
     img_size: Annotated[int, typer.Option(help="Longest image side in pixels.", callback=_positive("--img-size"))] = 640,
     lr: Annotated[Optional[float], typer.Option(help="Peak learning rate [default: 0.01 sgd, 0.001 adamw].")] = None,
     optimizer: Annotated[str, typer.Option(help="sgd or adamw.")] = "sgd",
+    warmup_steps: Annotated[int, typer.Option(help="Linear warm-up steps (at most a third of training).")] = 500,
     fpn_channels: Annotated[int, typer.Option(help="FPN and head width.", callback=_positive("--fpn-channels"))] = 256,
     head_convs: Annotated[int, typer.Option(help="Convs per head tower.")] = 4,
-    size_ranges: Annotated[Optional[str], typer.Option(help="Level size boundaries m_1..m_4, e.g. 64,128,256,512.")] = None,
-    val_data: Annotated[Optional[str], typer.Option(help="Validation data (default: the data's val split).")] = None,
+    size_ranges: Annotated[Optional[str], typer.Option(help="Level size boundaries m_1..m_4 [default: "
+                                                       "64,128,256,512].")] = None,
+    val_data: Annotated[Optional[str], typer.Option(help="Validation data [default: the data's val split].")] = None,
     val_fraction: Annotated[float, typer.Option(help="Hold out this fraction of a single COCO file.")] = 0.0,
-    images: Annotated[Optional[str], typer.Option(help="Image folder of a COCO file (default: beside it).")] = None,
+    images: Annotated[Optional[str], typer.Option(help="Image folder of a COCO file [default: beside it].")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
     amp: Annotated[bool, typer.Option(help="Mixed precision: bf16 on CPU, fp16 on CUDA.")] = False,
     ema: Annotated[bool, typer.Option(help="Keep an EMA of the weights and evaluate/save it.")] = False,
+    weights: Annotated[Optional[str], typer.Option("--weights", "-w", help="Start from these fcos_cli weights "
+                                                   "(fine-tuning; other classes are fine).", exists=True, dir_okay=False)] = None,
+    resume: Annotated[Optional[str], typer.Option(help="Continue a run from its last.safetensors.",
+                                                  exists=True, dir_okay=False)] = None,
     pretrained_file: Annotated[Optional[str], typer.Option(help="Local backbone weights (timm names).",
                                                             exists=True, dir_okay=False)] = None,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
@@ -117,34 +124,52 @@ def train_cmd(
     name: Annotated[str, typer.Option(help="Run name (numbered exp, exp2, ... when taken).")] = "exp",
     exist_ok: Annotated[bool, typer.Option(help="Reuse an existing run folder.")] = False,
 ) -> None:
-    """Train an FCOS detector; writes last/best.safetensors, metrics.csv and plots under PROJECT/NAME."""
+    """Train an FCOS detector; writes last/best.safetensors, metrics.csv and curves.png under PROJECT/NAME."""
+    from pathlib import Path
+
+    from . import checkpoint
     from .config import preset as make_preset
     from .data import open_data
     from .engine.common import next_run_dir, resolve_device
-    from .engine.train import train
+    from .engine.train import finetune_model, train
 
-    cfg = _run(make_preset, preset)
-    if optimizer not in ("sgd", "adamw"):
-        raise typer.BadParameter("expected sgd or adamw", param_hint="--optimizer")
-    m, t = cfg.model, cfg.train
-    m.backbone.name, m.backbone.pretrained_file = backbone, pretrained_file
-    m.fpn.out_channels, m.head.num_convs = fpn_channels, head_convs
-    m.head.num_groups = min(m.head.num_groups, fpn_channels)
-    if size_ranges:
-        try:
-            cfg.targets.size_ranges = tuple(float(v) for v in size_ranges.split(","))
-        except ValueError:
-            raise typer.BadParameter(f"expected comma-separated numbers, got {size_ranges!r}",
-                                     param_hint="--size-ranges") from None
-    t.epochs, t.batch_size, t.optimizer, t.seed, t.workers, t.amp, t.ema = epochs, batch_size, optimizer, seed, workers, amp, ema
-    t.lr = lr if lr is not None else (0.01 if optimizer == "sgd" else 0.001)
-    cfg.data.img_size = img_size
     dev = _run(resolve_device, device)
-    train_index, val_index = _run(open_data, data, val_data, val_fraction, seed, images)
-    run_dir = next_run_dir(project, name, exist_ok)
+    model = None
+    if resume:  # everything comes from the run's own config
+        cfg = _run(checkpoint.read_metadata, resume)[0]
+        run_dir = Path(resume).parent
+    else:
+        cfg = _run(make_preset, preset)
+        if optimizer not in ("sgd", "adamw"):
+            raise typer.BadParameter("expected sgd or adamw", param_hint="--optimizer")
+        m, t, d = cfg.model, cfg.train, cfg.data
+        if weights and backbone is None:
+            backbone = _run(checkpoint.read_metadata, weights)[0].model.backbone.name
+        m.backbone.name, m.backbone.pretrained_file = backbone or "resnet50", pretrained_file
+        m.fpn.out_channels, m.head.num_convs = fpn_channels, head_convs
+        m.head.num_groups = min(m.head.num_groups, fpn_channels)
+        if size_ranges:
+            try:
+                cfg.targets.size_ranges = tuple(float(v) for v in size_ranges.split(","))
+            except ValueError:
+                raise typer.BadParameter(f"expected comma-separated numbers, got {size_ranges!r}",
+                                         param_hint="--size-ranges") from None
+        t.epochs, t.batch_size, t.optimizer, t.seed, t.workers = epochs, batch_size, optimizer, seed, workers
+        t.amp, t.ema, t.warmup_steps = amp, ema, warmup_steps
+        t.lr = lr if lr is not None else (0.01 if optimizer == "sgd" else 0.001)
+        d.train, d.val, d.val_fraction, d.images, d.img_size = data, val_data, val_fraction, images, img_size
+        run_dir = None
+    train_index, val_index = _run(open_data, cfg.data.train, cfg.data.val, cfg.data.val_fraction, cfg.train.seed,
+                                  cfg.data.images)
+    if weights and not resume:
+        model, report = _run(finetune_model, Path(weights), cfg, train_index.class_names)
+        for line in report:
+            console.print(line)
+    run_dir = run_dir or next_run_dir(project, name, exist_ok)
     console.print(f"training on {len(train_index.records)} images ({', '.join(train_index.class_names)}), "
                   f"validating on {len(val_index.records) if val_index else 0}, device {dev}, run {run_dir}")
-    result = _run(train, cfg, train_index, val_index, run_dir, dev, console=console)
+    result = _run(train, cfg, train_index, val_index, run_dir, dev, model=model, console=console,
+                  resume=Path(resume) if resume else None)
     _print_metrics(result.final)
     console.print(f"{result.seconds:.0f} s; weights: {result.best} (best AP {max(result.best_ap, 0):.3f}), {result.last}")
 

@@ -90,6 +90,10 @@ class PostprocessConfig:
 
 @dataclass
 class DataConfig:
+    train: str = "demo"  # COCO .json, YOLO data.yaml or "demo"
+    val: str | None = None  # default: the data's own val split
+    val_fraction: float = 0.0  # held out of `train` when it has no val split
+    images: str | None = None  # image folder of a COCO file
     img_size: int = 640  # longest side after resize; batches are padded to a multiple of size_divisor
     multi_scale: tuple[int, ...] = ()  # training picks one longest side per image from these
     hflip: float = 0.5

@@ -57,6 +57,8 @@ class DetectionDataset(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> tuple[Tensor, Target, ImageMeta]:
         record = self.records[index]
         image = read_image(record.path)
+        # Seeded from torch's RNG: reproducible under torch.manual_seed and DataLoader worker seeding.
+        self.transform.set_random_seed(int(torch.randint(2**31 - 1, ()).item()))
         height, width = image.shape[:2]
         out = self.transform(image=image, bboxes=record.boxes.reshape(-1, 4), labels=record.labels)
         pixels = torch.from_numpy(np.ascontiguousarray(out["image"])).permute(2, 0, 1).float() / 255

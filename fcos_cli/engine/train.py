@@ -8,6 +8,8 @@ import math
 import os
 import random
 import time
+import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,8 +26,9 @@ from ..model import FCOS, build_model
 from ..pipeline import loss_for
 from .common import autocast, loader
 from .evaluate import EvalResult, evaluate
+from .state import load_state, save_state, state_path
 
-__all__ = ["TrainResult", "train", "build_optimizer", "lr_factor"]
+__all__ = ["TrainResult", "train", "build_optimizer", "lr_factor", "finetune_model"]
 
 LOSS_NAMES = ("loss", "cls", "box", "centerness")
 
@@ -59,6 +62,37 @@ def lr_factor(step: int, total: int, cfg: TrainConfig) -> float:
         return 0.1 ** sum(step >= total * f for f in (2 / 3, 8 / 9))
     progress = (step - warmup) / max(total - warmup, 1)
     return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def finetune_model(weights: Path, cfg: FCOSConfig, class_names: list[str]) -> tuple[FCOS, list[str]]:
+    """A model for `cfg` started from another detector's weights: every tensor whose name and shape fit.
+
+    A different class set re-initialises the class logits (fine-tuning); a different backbone is an error.
+    Returns the model and a report of what was and was not loaded.
+    """
+    source_cfg, source_names, _ = checkpoint.read_metadata(weights)
+    if source_cfg.model.backbone.name != cfg.model.backbone.name:
+        raise UserError(f"--weights {weights} has backbone {source_cfg.model.backbone.name!r} but --backbone is "
+                        f"{cfg.model.backbone.name!r}; pass --backbone {source_cfg.model.backbone.name}")
+    source, _, _ = checkpoint.load(weights)
+    cfg.model.num_classes = len(class_names)
+    model = build_model(cfg.model)
+    own = model.state_dict()
+    fits = {k: v for k, v in source.state_dict().items() if k in own and own[k].shape == v.shape}
+    if source_names != class_names:
+        fits = {k: v for k, v in fits.items() if not k.startswith("head.cls_logits.")}
+    model.load_state_dict(fits, strict=False)
+    report = [f"loaded {len(fits)}/{len(own)} tensors from {weights}"]
+    if source_names != class_names:
+        report.append(f"classes differ ({len(source_names)} -> {len(class_names)}): class logits re-initialised")
+    left = sorted(set(own) - set(fits))
+    if left:
+        report.append(f"not loaded: {', '.join(left[:6])}{' ...' if len(left) > 6 else ''}")
+    return model, report
+
+
+def _number(text: str) -> float | int:
+    return float(text) if any(c in text for c in ".eEn") else int(text)
 
 
 def _seed_everything(seed: int) -> None:
@@ -103,8 +137,13 @@ def _write_csv(rows: list[dict], path: Path) -> None:
 
 def train(cfg: FCOSConfig, train_index: DatasetIndex, val_index: DatasetIndex | None, run_dir: Path,
           device: torch.device, model: FCOS | None = None, console: Console | None = None,
-          progress: bool = True) -> TrainResult:
-    """Train `cfg.train.epochs` epochs, evaluating on `val_index` after each; write `run_dir` files."""
+          progress: bool = True, resume: Path | None = None,
+          on_epoch_end: Callable[[dict], None] | None = None) -> TrainResult:
+    """Train `cfg.train.epochs` epochs, evaluating on `val_index` after each; write `run_dir` files.
+
+    `model` starts from given weights (fine-tuning); `resume` (a `last.safetensors` of this run) restores
+    the model, optimizer, scheduler, scaler, RNG states, epoch and step saved beside it.
+    """
     console = console or Console()
     tc = cfg.train
     if not train_index.records:
@@ -125,14 +164,24 @@ def train(cfg: FCOSConfig, train_index: DatasetIndex, val_index: DatasetIndex | 
 
         ema = ModelEmaV3(model, decay=0.9998, use_warmup=True)
     rows: list[dict] = []
-    best_ap, final, start = -1.0, None, time.perf_counter()
+    best_ap, final, start, first_epoch, step = -1.0, None, time.perf_counter(), 1, 0
     last, best = run_dir / "last.safetensors", run_dir / "best.safetensors"
+    if resume is not None:
+        _, _, metadata = checkpoint.read_metadata(resume)
+        epoch, step, best_ap = load_state(state_path(resume), model, optimizer, scheduler, scaler,
+                                          metadata.get("fcos_cli.checkpoint_id"))
+        if ema is not None:
+            ema.module.load_state_dict(checkpoint.load(resume)[0].state_dict())
+        first_epoch = epoch + 1
+        if (run_dir / "metrics.csv").is_file():
+            with open(run_dir / "metrics.csv") as f:
+                rows = [{k: _number(v) for k, v in r.items()} for r in csv.DictReader(f)][:epoch]
     columns = [TextColumn("[bold]epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("loss {task.fields[loss]:.3f}  {task.fields[ips]:.1f} img/s"), TimeRemainingColumn()]
     with Progress(*columns, console=console, disable=not progress, transient=False) as bar:
-        step = 0
-        for epoch in range(1, tc.epochs + 1):
+        for epoch in range(first_epoch, tc.epochs + 1):
             model.train()
+            data.generator.manual_seed(tc.seed + epoch)  # order and worker seeds: a function of the epoch
             task = bar.add_task("train", total=len(data), epoch=f"{epoch}/{tc.epochs}", loss=float("nan"), ips=0.0)
             sums = dict.fromkeys(LOSS_NAMES, 0.0)
             seen, skipped, epoch_start = 0, 0, time.perf_counter()
@@ -170,13 +219,18 @@ def train(cfg: FCOSConfig, train_index: DatasetIndex, val_index: DatasetIndex | 
                 row.update(final.metrics)
             row["seconds"] = round(time.perf_counter() - start, 1)
             rows.append(row)
-            checkpoint.save(last, eval_model, cfg, class_names, extra={"fcos_cli.epoch": str(epoch)})
             ap = row.get("AP", 0.0)
             if ap > best_ap or val_index is None:
                 best_ap = ap
                 checkpoint.save(best, eval_model, cfg, class_names, extra={"fcos_cli.epoch": str(epoch)})
+            checkpoint_id = f"{epoch}-{step}-{uuid.uuid4().hex[:8]}"  # pairs the weights with their state
+            save_state(state_path(last), model, optimizer, scheduler, scaler, epoch, step, best_ap, checkpoint_id)
+            checkpoint.save(last, eval_model, cfg, class_names,
+                            extra={"fcos_cli.epoch": str(epoch), "fcos_cli.checkpoint_id": checkpoint_id})
             _write_csv(rows, run_dir / "metrics.csv")
             _plot(rows, run_dir / "curves.png")
             if "AP" in row:
                 console.print(f"epoch {epoch}: loss {row['loss']:.3f}  AP {row['AP']:.3f}  AP50 {row['AP50']:.3f}")
+            if on_epoch_end is not None:
+                on_epoch_end(row)
     return TrainResult(run_dir, last, best, final, best_ap, time.perf_counter() - start)
