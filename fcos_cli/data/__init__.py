@@ -16,7 +16,6 @@ def open_split(data: str | Path, split: str = "train", images_dir: str | Path | 
     """One split of `demo`, a COCO JSON file (the split is the file) or a YOLO data.yaml."""
     from .coco import load_coco
     from .synthetic import ensure_demo_data
-    from .yolo import load_yolo
 
     if str(data) == "demo":
         return load_coco(ensure_demo_data() / f"{split}.json")
@@ -26,6 +25,8 @@ def open_split(data: str | Path, split: str = "train", images_dir: str | Path | 
     if path.suffix.lower() == ".json":
         return load_coco(path, images_dir)
     if path.suffix.lower() in (".yaml", ".yml") or path.is_dir():
+        from .yolo import load_yolo
+
         return load_yolo(path, split)
     raise UserError(f"--data {data}: expected a COCO .json, a YOLO data.yaml, or demo")
 

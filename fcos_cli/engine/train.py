@@ -118,7 +118,8 @@ def _plot(rows: list[dict], path: Path) -> None:
         if rows[0].get(name) is not None:
             right.plot(epochs, [r[name] for r in rows], marker="o", label=name)
     right.set(xlabel="epoch", ylabel="COCO metric", ylim=(0, 1), title="Validation")
-    right.legend()
+    if "AP" in rows[0]:
+        right.legend()
     fig.tight_layout()
     tmp = path.with_name(path.stem + ".tmp.png")
     fig.savefig(tmp, dpi=100)
@@ -152,6 +153,7 @@ def train(cfg: FCOSConfig, train_index: DatasetIndex, val_index: DatasetIndex | 
     class_names = train_index.class_names
     cfg.model.num_classes = len(class_names)
     model = (model or build_model(cfg.model)).to(device)
+    run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.json").write_text(json.dumps(to_dict(cfg), indent=2))
     data = loader(train_index, cfg, model.backbone.mean, train=True, seed=tc.seed)
     total_steps = tc.epochs * len(data)
