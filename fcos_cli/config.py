@@ -113,6 +113,7 @@ class TrainConfig:
     grad_clip: float = 10.0  # max gradient norm; 0 turns clipping off
     amp: bool = False  # bf16 autocast on CPU, fp16 with GradScaler on CUDA
     ema: bool = False
+    eval_interval: int = 1  # validate every N epochs (and after the last)
     seed: int = 0
     workers: int = 2
 

@@ -91,7 +91,9 @@ def finetune_model(weights: Path, cfg: FCOSConfig, class_names: list[str]) -> tu
     return model, report
 
 
-def _number(text: str) -> float | int:
+def _number(text: str) -> float | int | str:
+    if not text:
+        return text
     return float(text) if any(c in text for c in ".eEn") else int(text)
 
 
@@ -114,11 +116,12 @@ def _plot(rows: list[dict], path: Path) -> None:
         left.plot(epochs, [r[name] for r in rows], label=name)
     left.set(xlabel="epoch", ylabel="training loss", yscale="log", title="Losses")
     left.legend()
+    evaluated = [r for r in rows if r.get("AP") not in (None, "")]
     for name in ("AP", "AP50"):
-        if rows[0].get(name) is not None:
-            right.plot(epochs, [r[name] for r in rows], marker="o", label=name)
+        if evaluated:
+            right.plot([r["epoch"] for r in evaluated], [r[name] for r in evaluated], marker="o", label=name)
     right.set(xlabel="epoch", ylabel="COCO metric", ylim=(0, 1), title="Validation")
-    if "AP" in rows[0]:
+    if evaluated:
         right.legend()
     fig.tight_layout()
     tmp = path.with_name(path.stem + ".tmp.png")
@@ -130,7 +133,8 @@ def _plot(rows: list[dict], path: Path) -> None:
 def _write_csv(rows: list[dict], path: Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        fields = list(dict.fromkeys(k for row in rows for k in row))  # evaluated epochs add metric columns
+        writer = csv.DictWriter(f, fieldnames=fields, restval="")
         writer.writeheader()
         writer.writerows(rows)
     os.replace(tmp, path)
@@ -216,14 +220,13 @@ def train(cfg: FCOSConfig, train_index: DatasetIndex, val_index: DatasetIndex | 
             eval_model = ema.module if ema is not None else model
             row = {"epoch": epoch, "step": step, "lr": optimizer.param_groups[0]["lr"],
                    **{k: v / max(seen, 1) for k, v in sums.items()}, "skipped_steps": skipped}
-            if val_index is not None and val_index.records:
+            if val_index is not None and val_index.records and (epoch % tc.eval_interval == 0 or epoch == tc.epochs):
                 final = evaluate(eval_model, cfg, val_index, device, batch_size=tc.batch_size, amp=tc.amp)
                 row.update(final.metrics)
             row["seconds"] = round(time.perf_counter() - start, 1)
             rows.append(row)
-            ap = row.get("AP", 0.0)
-            if ap > best_ap or val_index is None:
-                best_ap = ap
+            if val_index is None or row.get("AP", -1.0) > best_ap:
+                best_ap = row.get("AP", best_ap)
                 checkpoint.save(best, eval_model, cfg, class_names, extra={"fcos_cli.epoch": str(epoch)})
             checkpoint_id = f"{epoch}-{step}-{uuid.uuid4().hex[:8]}"  # pairs the weights with their state
             save_state(state_path(last), model, optimizer, scheduler, scaler, epoch, step, best_ap, checkpoint_id)

@@ -38,8 +38,9 @@ def test_tiny_model_overfits_four_demo_images(tmp_path: Path) -> None:
     root = write_demo_data(tmp_path / "four", num_train=4, num_val=1, max_side=256, seed=3)
     index = open_split(root / "train.json")
     assert len(index.records) == 4 and sum(len(r.boxes) for r in index.records) >= 8
-    cfg = tiny_config(epochs=60, img_size=256)
+    cfg = tiny_config(epochs=50, img_size=192)
     cfg.data.hflip, cfg.data.color_jitter = 0.0, False
+    cfg.train.lr, cfg.train.eval_interval = 4e-3, 25
     result = train(cfg, index, index, tmp_path / "run", CPU, progress=False)
     with open(result.run_dir / "metrics.csv") as f:
         rows = list(csv.DictReader(f))

@@ -1,0 +1,92 @@
+"""`fcos demo-data`, `fcos train` and `fcos eval` from the command line, on tiny data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from fcos_cli.cli import app
+
+runner = CliRunner()
+TINY = ["--backbone", "test_resnet", "--img-size", "128", "--fpn-channels", "32", "--head-convs", "1",
+        "--batch-size", "2", "--workers", "0", "--optimizer", "adamw"]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("data")
+    result = runner.invoke(app, ["demo-data", str(root), "--num-train", "4", "--num-val", "2", "--seed", "5"])
+    assert result.exit_code == 0, result.output
+    return root
+
+
+@pytest.fixture(scope="module")
+def trained(data: Path, tmp_path_factory) -> Path:
+    project = tmp_path_factory.mktemp("runs")
+    args = ["train", "--data", str(data / "train.json"), "--val-data", str(data / "val.json"), *TINY,
+            "--epochs", "2", "--project", str(project), "--name", "tiny"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "mAP50" in result.output
+    return project / "tiny"
+
+
+def test_train_writes_a_complete_run(trained: Path) -> None:
+    names = {p.name for p in trained.iterdir()}
+    assert {"last.safetensors", "best.safetensors", "last.state.safetensors", "config.json", "metrics.csv",
+            "curves.png"} <= names
+    assert not [n for n in names if n.endswith(".tmp")]
+    assert len((trained / "metrics.csv").read_text().splitlines()) == 3
+    assert json.loads((trained / "config.json").read_text())["model"]["backbone"]["name"] == "test_resnet"
+
+
+def test_second_run_gets_a_new_numbered_folder(data: Path, trained: Path) -> None:
+    args = ["train", "--data", str(data / "train.json"), "--val-fraction", "0.5", *TINY, "--epochs", "1",
+            "--project", str(trained.parent), "--name", "tiny"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert (trained.parent / "tiny2" / "last.safetensors").is_file()
+
+
+def test_eval_prints_metrics_and_writes_results(data: Path, trained: Path, tmp_path: Path) -> None:
+    result = runner.invoke(app, ["eval", "-w", str(trained / "best.safetensors"), "--data", str(data / "val.json"),
+                                 "--project", str(tmp_path), "--name", "e"])
+    assert result.exit_code == 0, result.output
+    assert "AP per class" in result.output and "mAP50" in result.output
+    metrics = json.loads((tmp_path / "e" / "metrics.json").read_text())
+    assert set(metrics["per_class_ap"]) == {"ellipse", "rectangle", "triangle"}
+    results = json.loads((tmp_path / "e" / "results.json").read_text())
+    assert all(r["category_id"] in (1, 2, 3) and len(r["bbox"]) == 4 for r in results)
+    assert (tmp_path / "e" / "pr_curve.png").is_file() or not results
+
+
+def test_eval_refuses_data_with_other_classes(data: Path, trained: Path, tmp_path: Path) -> None:
+    other = json.loads((data / "val.json").read_text())
+    other["categories"][0]["name"] = "circle"
+    path = data / "other.json"
+    path.write_text(json.dumps(other))
+    result = runner.invoke(app, ["eval", "-w", str(trained / "best.safetensors"), "--data", str(path),
+                                 "--project", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "circle" in result.output and "ellipse" in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train", "--data", "nowhere.json"], "no such file"),
+    (["train", "--backbone", "resnet5O", "--data", "{data}"], "resnet50"),
+    (["train", "--epochs", "-1"], "--epochs"),
+    (["train", "--device", "cuda:0", "--data", "{data}"], "no CUDA"),
+    (["eval", "-w", "missing.safetensors"], "missing.safetensors"),
+])
+def test_user_mistakes_exit_2_with_one_line(data: Path, args: list[str], message: str, tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # the same answer on a GPU machine
+    args = [a.replace("{data}", str(data / "train.json")) for a in args] + ["--project", str(tmp_path)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "Traceback" not in result.output
