@@ -54,6 +54,7 @@ def main() -> None:
     cfg.model.num_classes = len(CLASSES)
     cfg.model.backbone.name = args.backbone
     cfg.model.fpn.out_channels = args.fpn_channels
+    cfg.model.head.num_groups = min(32, args.fpn_channels // 2)  # GroupNorm needs 2+ values on 1x1 maps
     model = build_model(cfg.model)
     num_params = sum(p.numel() for p in model.parameters()) / 1e6
     console.print(f"[bold]FCOS[/bold] on timm [cyan]{args.backbone}[/cyan], preset {args.preset}, "

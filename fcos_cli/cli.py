@@ -147,7 +147,7 @@ def train_cmd(
             backbone = _run(checkpoint.read_metadata, weights)[0].model.backbone.name
         m.backbone.name, m.backbone.pretrained_file = backbone or "resnet50", pretrained_file
         m.fpn.out_channels, m.head.num_convs = fpn_channels, head_convs
-        m.head.num_groups = min(m.head.num_groups, fpn_channels)
+        m.head.num_groups = min(m.head.num_groups, max(fpn_channels // 2, 1))  # GroupNorm needs 2+ values at 1x1
         if size_ranges:
             try:
                 cfg.targets.size_ranges = tuple(float(v) for v in size_ranges.split(","))
