@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import torch
@@ -11,6 +10,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from . import __version__
+from .atomic import atomic_write
 from .config import FCOSConfig, from_dict, to_dict
 from .errors import UserError
 from .model import FCOS, build_model
@@ -22,7 +22,7 @@ CONFIG_KEY, CLASSES_KEY, VERSION_KEY = "fcos_cli.config", "fcos_cli.class_names"
 
 def save(path: str | Path, model: FCOS, cfg: FCOSConfig, class_names: list[str],
          extra: dict[str, str] | None = None) -> Path:
-    """Write `model` weights atomically (`path.tmp`, then rename), config and classes in the metadata."""
+    """Write `model` weights atomically, with the config and class names in the metadata."""
     if len(class_names) != cfg.model.num_classes:
         raise ValueError(f"{len(class_names)} class names for {cfg.model.num_classes} classes")
     path = Path(path)
@@ -30,9 +30,8 @@ def save(path: str | Path, model: FCOS, cfg: FCOSConfig, class_names: list[str],
     tensors = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
     metadata = {CONFIG_KEY: json.dumps(to_dict(cfg)), CLASSES_KEY: json.dumps(class_names),
                 VERSION_KEY: __version__, **(extra or {})}
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=metadata)
-    os.replace(tmp, path)
+    with atomic_write(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
     return path
 
 
@@ -67,8 +66,11 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> tuple[FCOS, FC
             state = {k: f.get_tensor(k) for k in f.keys()}
     except (SafetensorError, OSError, ValueError) as e:
         raise UserError(f"{path}: cannot read the weights ({e}); the file may be truncated") from None
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if missing or unexpected:
+    own = model.state_dict()
+    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+    misshapen = [k for k in set(own) & set(state) if own[k].shape != state[k].shape]
+    if missing or unexpected or misshapen:
         raise UserError(f"{path}: weights do not fit the model in its metadata "
-                        f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+                        f"(missing {missing[:3]}, unexpected {unexpected[:3]}, other shapes {sorted(misshapen)[:3]})")
+    model.load_state_dict(state)
     return model.to(device).eval(), cfg, names

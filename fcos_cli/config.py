@@ -198,6 +198,8 @@ def _from_dict(cls: type, data: dict[str, Any], where: str) -> Any:
 
 def from_dict(data: dict[str, Any]) -> FCOSConfig:
     """Rebuild a config from `to_dict` output (or JSON); unknown keys are rejected by name."""
+    if not isinstance(data, dict):
+        raise UserError(f"config: expected a JSON object of sections, got {type(data).__name__}")
     version = data.get("version", CONFIG_VERSION)
     if version != CONFIG_VERSION:
         raise UserError(f"config version {version} is not supported (this fcos_cli reads {CONFIG_VERSION})")

@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from ..atomic import atomic_write
+
 __all__ = ["DEMO_CLASSES", "write_demo_data", "ensure_demo_data", "DEFAULT_DEMO_DIR"]
 
 DEMO_CLASSES = ["ellipse", "rectangle", "triangle"]
@@ -86,9 +88,8 @@ def write_demo_data(out: str | Path, num_train: int = 96, num_val: int = 24, max
                 annotations.append({"id": len(annotations) + 1, "image_id": index + 1, "category_id": label + 1,
                                     "bbox": [x, y, w, h], "area": w * h, "iscrowd": 0})
         data = {"images": images, "annotations": annotations, "categories": categories}
-        tmp = out / f"{split}.json.tmp"
-        tmp.write_text(json.dumps(data))
-        os.replace(tmp, out / f"{split}.json")  # written last: its presence marks a complete split
+        with atomic_write(out / f"{split}.json") as tmp:  # written last: marks a complete split
+            tmp.write_text(json.dumps(data))
     return out
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import torch
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from ..atomic import atomic_write
 from ..config import FCOSConfig
 from ..data.dataset import ImageMeta
 from ..data.records import DatasetIndex
@@ -120,9 +120,8 @@ def evaluate(model: FCOS, cfg: FCOSConfig, index: DatasetIndex, device: torch.de
 
 
 def _write_json(path: Path, data) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data))
-    os.replace(tmp, path)
+    with atomic_write(path) as tmp:
+        tmp.write_text(json.dumps(data))
 
 
 def plot_precision_recall(precision: np.ndarray, class_names: list[str], path: Path) -> None:
@@ -141,7 +140,6 @@ def plot_precision_recall(precision: np.ndarray, class_names: list[str], path: P
     ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02), title="Precision-recall at IoU 0.5")
     ax.legend(loc="lower left", fontsize=8)
     fig.tight_layout()
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=100)
+    with atomic_write(path) as tmp:
+        fig.savefig(tmp, dpi=100)
     plt.close(fig)
-    os.replace(tmp, path)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import random
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from ..atomic import atomic_write
 from ..errors import UserError
 
 __all__ = ["state_path", "save_state", "load_state"]
@@ -65,9 +65,8 @@ def save_state(path: Path, model: torch.nn.Module, optimizer, scheduler, scaler,
     }
     metadata = {"fcos_cli.train_state": json.dumps(tree, default=_np_default), "fcos_cli.epoch": str(epoch),
                 "fcos_cli.step": str(step), "fcos_cli.best_ap": str(best_ap), "fcos_cli.checkpoint_id": checkpoint_id}
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=metadata)
-    os.replace(tmp, path)
+    with atomic_write(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
 
 
 def _np_default(value):

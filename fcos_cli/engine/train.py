@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 import random
 import time
 import uuid
@@ -19,6 +18,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from .. import checkpoint
+from ..atomic import atomic_write
 from ..config import FCOSConfig, TrainConfig, to_dict
 from ..data.records import DatasetIndex
 from ..errors import UserError
@@ -124,20 +124,17 @@ def _plot(rows: list[dict], path: Path) -> None:
     if evaluated:
         right.legend()
     fig.tight_layout()
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=100)
+    with atomic_write(path) as tmp:
+        fig.savefig(tmp, dpi=100)
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 def _write_csv(rows: list[dict], path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as f:
+    with atomic_write(path) as tmp, open(tmp, "w", newline="") as f:
         fields = list(dict.fromkeys(k for row in rows for k in row))  # evaluated epochs add metric columns
         writer = csv.DictWriter(f, fieldnames=fields, restval="")
         writer.writeheader()
         writer.writerows(rows)
-    os.replace(tmp, path)
 
 
 def train(cfg: FCOSConfig, train_index: DatasetIndex, val_index: DatasetIndex | None, run_dir: Path,
@@ -158,7 +155,8 @@ def train(cfg: FCOSConfig, train_index: DatasetIndex, val_index: DatasetIndex | 
     cfg.model.num_classes = len(class_names)
     model = (model or build_model(cfg.model)).to(device)
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.json").write_text(json.dumps(to_dict(cfg), indent=2))
+    with atomic_write(run_dir / "config.json") as tmp:
+        tmp.write_text(json.dumps(to_dict(cfg), indent=2))
     data = loader(train_index, cfg, model.backbone.mean, train=True, seed=tc.seed)
     total_steps = tc.epochs * len(data)
     optimizer = build_optimizer(model, tc)

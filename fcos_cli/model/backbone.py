@@ -22,6 +22,30 @@ def suggest_backbones(name: str, limit: int = 5) -> list[str]:
     return list(dict.fromkeys(fuzzy + difflib.get_close_matches(name, by_pattern, n=limit, cutoff=0.0)))[:limit]
 
 
+def _file_keys(path: Path) -> set[str]:
+    if path.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            return set(f.keys())
+    import torch
+
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    for nested in ("state_dict", "model", "state_dict_ema"):
+        if isinstance(state, dict) and isinstance(state.get(nested), dict):
+            state = state[nested]
+    return set(state) if isinstance(state, dict) else set()
+
+
+def _check_fit(body: nn.Module, path: Path, name: str) -> None:
+    """timm loads features_only weights non-strictly: refuse a file that fits under half the tensors."""
+    own = list(body.state_dict())
+    fitting = len(set(own) & _file_keys(path))
+    if fitting < len(own) / 2:
+        raise UserError(f"pretrained file {path} fits {fitting} of the {len(own)} tensors of timm {name!r}: "
+                        f"it holds weights of another model")
+
+
 class Backbone(nn.Module):
     """timm `features_only` model returning the feature maps at the requested strides.
 
@@ -41,15 +65,23 @@ class Backbone(nn.Module):
             close = suggest_backbones(name)
             hint = f"; close matches: {', '.join(close)}" if close else ""
             raise UserError(f"unknown timm backbone {name!r}{hint}")
-        kwargs = {}
+        if pretrained and pretrained_file is None:
+            raise UserError(f"pretrained weights for {name!r} are read from a local file: give pretrained_file "
+                            f"(--pretrained-file); fcos_cli downloads nothing at run time")
+        try:
+            self.body = timm.create_model(name, features_only=True)
+        except (RuntimeError, AssertionError, TypeError, ValueError) as e:
+            raise UserError(f"timm backbone {name!r} cannot return multi-scale features: {e}") from None
         if pretrained_file is not None:
             if not Path(pretrained_file).is_file():
                 raise UserError(f"pretrained file {pretrained_file} does not exist")
-            pretrained, kwargs["pretrained_cfg_overlay"] = True, {"file": str(pretrained_file)}
-        try:
-            self.body = timm.create_model(name, features_only=True, pretrained=pretrained, **kwargs)
-        except (RuntimeError, AssertionError, TypeError, ValueError) as e:
-            raise UserError(f"timm backbone {name!r} cannot return multi-scale features: {e}") from None
+            try:  # timm's own loader: it filters the classifier and remaps keys where a model needs it
+                self.body = timm.create_model(name, features_only=True, pretrained=True,
+                                              pretrained_cfg_overlay={"file": str(pretrained_file)})
+            except Exception as e:  # noqa: BLE001 - any failure here is the file's, reported in one line
+                raise UserError(f"cannot load pretrained file {pretrained_file} into timm {name!r}: "
+                                f"{str(e).splitlines()[0][:300]}") from None
+            _check_fit(self.body, Path(pretrained_file), name)
         info = self.body.feature_info
         reductions = info.reduction()
         missing = [s for s in strides if s not in reductions]
