@@ -68,6 +68,16 @@ def _default_weights() -> "Path":
     raise UserError("no --weights given and no runs/train/*/best.safetensors to default to (train first)")
 
 
+def _int_list(text: str, flag: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise typer.BadParameter(f"expected comma-separated whole numbers, got {text!r}", param_hint=flag) from None
+    if any(v <= 0 for v in values):
+        raise typer.BadParameter(f"values must be positive, got {text!r}", param_hint=flag)
+    return values
+
+
 def _positive(name: str):
     def check(value):
         if value is not None and value <= 0:
@@ -102,6 +112,11 @@ def train_cmd(
     lr: Annotated[Optional[float], typer.Option(help="Peak learning rate [default: 0.01 sgd, 0.001 adamw].")] = None,
     optimizer: Annotated[str, typer.Option(help="sgd or adamw.")] = "sgd",
     warmup_steps: Annotated[int, typer.Option(help="Linear warm-up steps (at most a third of training).")] = 500,
+    schedule: Annotated[str, typer.Option(help="cosine, or step (x0.1 at 2/3 and 8/9 of training).")] = "cosine",
+    grad_clip: Annotated[float, typer.Option(help="Max gradient norm; 0 turns clipping off.")] = 10.0,
+    multi_scale: Annotated[Optional[str], typer.Option(help="Training sizes picked per image, e.g. 288,320,352.")] = None,
+    eval_interval: Annotated[int, typer.Option(help="Validate every N epochs (and after the last).",
+                                               callback=_positive("--eval-interval"))] = 1,
     fpn_channels: Annotated[int, typer.Option(help="FPN and head width.", callback=_positive("--fpn-channels"))] = 256,
     head_convs: Annotated[int, typer.Option(help="Convs per head tower.")] = 4,
     size_ranges: Annotated[Optional[str], typer.Option(help="Level size boundaries m_1..m_4 [default: "
@@ -142,6 +157,8 @@ def train_cmd(
         cfg = _run(make_preset, preset)
         if optimizer not in ("sgd", "adamw"):
             raise typer.BadParameter("expected sgd or adamw", param_hint="--optimizer")
+        if schedule not in ("cosine", "step"):
+            raise typer.BadParameter("expected cosine or step", param_hint="--schedule")
         m, t, d = cfg.model, cfg.train, cfg.data
         if weights and backbone is None:
             backbone = _run(checkpoint.read_metadata, weights)[0].model.backbone.name
@@ -149,13 +166,12 @@ def train_cmd(
         m.fpn.out_channels, m.head.num_convs = fpn_channels, head_convs
         m.head.num_groups = min(m.head.num_groups, max(fpn_channels // 2, 1))  # GroupNorm needs 2+ values at 1x1
         if size_ranges:
-            try:
-                cfg.targets.size_ranges = tuple(float(v) for v in size_ranges.split(","))
-            except ValueError:
-                raise typer.BadParameter(f"expected comma-separated numbers, got {size_ranges!r}",
-                                         param_hint="--size-ranges") from None
+            cfg.targets.size_ranges = tuple(float(v) for v in _int_list(size_ranges, "--size-ranges"))
         t.epochs, t.batch_size, t.optimizer, t.seed, t.workers = epochs, batch_size, optimizer, seed, workers
-        t.amp, t.ema, t.warmup_steps = amp, ema, warmup_steps
+        t.amp, t.ema, t.warmup_steps, t.schedule, t.grad_clip = amp, ema, warmup_steps, schedule, grad_clip
+        t.eval_interval = eval_interval
+        if multi_scale:
+            d.multi_scale = _int_list(multi_scale, "--multi-scale")
         t.lr = lr if lr is not None else (0.01 if optimizer == "sgd" else 0.001)
         d.train, d.val, d.val_fraction, d.images, d.img_size = data, val_data, val_fraction, images, img_size
         run_dir = None

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from fcos_cli import checkpoint
 from fcos_cli.cli import app
 
 runner = CliRunner()
@@ -41,6 +42,8 @@ def test_train_writes_a_complete_run(trained: Path) -> None:
     assert not [n for n in names if n.endswith(".tmp")]
     assert len((trained / "metrics.csv").read_text().splitlines()) == 3
     assert json.loads((trained / "config.json").read_text())["model"]["backbone"]["name"] == "test_resnet"
+    _, names, metadata = checkpoint.read_metadata(trained / "best.safetensors")
+    assert names == ["ellipse", "rectangle", "triangle"] and json.loads(metadata["fcos_cli.category_ids"]) == [1, 2, 3]
 
 
 def test_second_run_gets_a_new_numbered_folder(data: Path, trained: Path) -> None:

@@ -170,6 +170,8 @@ def train(cfg: FCOSConfig, train_index: DatasetIndex, val_index: DatasetIndex | 
     rows: list[dict] = []
     best_ap, final, start, first_epoch, step = -1.0, None, time.perf_counter(), 1, 0
     last, best = run_dir / "last.safetensors", run_dir / "best.safetensors"
+    # The dataset's own category ids (COCO), so that predictions map back to them.
+    extra = {"fcos_cli.category_ids": json.dumps(train_index.category_ids or list(range(1, len(class_names) + 1)))}
     if resume is not None:
         _, _, metadata = checkpoint.read_metadata(resume)
         epoch, step, best_ap = load_state(state_path(resume), model, optimizer, scheduler, scaler,
@@ -223,13 +225,13 @@ def train(cfg: FCOSConfig, train_index: DatasetIndex, val_index: DatasetIndex | 
                 row.update(final.metrics)
             row["seconds"] = round(time.perf_counter() - start, 1)
             rows.append(row)
+            checkpoint_id = f"{epoch}-{step}-{uuid.uuid4().hex[:8]}"  # pairs the weights with their state
+            extra["fcos_cli.checkpoint_id"] = checkpoint_id
             if val_index is None or row.get("AP", -1.0) > best_ap:
                 best_ap = row.get("AP", best_ap)
-                checkpoint.save(best, eval_model, cfg, class_names, extra={"fcos_cli.epoch": str(epoch)})
-            checkpoint_id = f"{epoch}-{step}-{uuid.uuid4().hex[:8]}"  # pairs the weights with their state
+                checkpoint.save(best, eval_model, cfg, class_names, extra={**extra, "fcos_cli.epoch": str(epoch)})
             save_state(state_path(last), model, optimizer, scheduler, scaler, epoch, step, best_ap, checkpoint_id)
-            checkpoint.save(last, eval_model, cfg, class_names,
-                            extra={"fcos_cli.epoch": str(epoch), "fcos_cli.checkpoint_id": checkpoint_id})
+            checkpoint.save(last, eval_model, cfg, class_names, extra={**extra, "fcos_cli.epoch": str(epoch)})
             _write_csv(rows, run_dir / "metrics.csv")
             _plot(rows, run_dir / "curves.png")
             if "AP" in row:
