@@ -6,7 +6,6 @@ import copy
 import functools
 import json
 import os
-import pickle
 
 import pytest
 import safetensors.torch
@@ -95,8 +94,8 @@ def test_load_does_not_unpickle(tmp_path, images, monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("unpickling is not allowed when loading weights")
 
-    monkeypatch.setattr(pickle, "loads", refuse)
-    monkeypatch.setattr(pickle, "load", refuse)
+    monkeypatch.setattr("pickle.loads", refuse)
+    monkeypatch.setattr("pickle.load", refuse)
     monkeypatch.setattr(torch, "load", refuse)
     loaded, _, names = checkpoint.load(path)
     assert names == CLASSES

@@ -10,7 +10,7 @@ from torch import Tensor
 from torchvision.ops import sigmoid_focal_loss
 
 from fcos_cli.losses import fcos_loss, iou_loss
-from fcos_cli.model.head import HeadOutputs, flatten_levels
+from fcos_cli.model.head import HeadOutputs, flatten_levels, unflatten_levels
 from fcos_cli.targets import Points, assign_targets, make_points
 
 K = 3
@@ -18,14 +18,7 @@ LN2 = math.log(2)
 
 
 def _head_outputs(points: Points, cls: Tensor, box: Tensor, ctr: Tensor) -> HeadOutputs:
-    """Per-level (B, C, H, W) maps from flat (B, P, K), (B, P, 4), (B, P) tensors: the inverse of flatten_levels."""
-    maps: tuple[list[Tensor], list[Tensor], list[Tensor]] = ([], [], [])
-    start = 0
-    for (h, w), n in zip(points.sizes, points.num_per_level):
-        for out, flat in zip(maps, (cls, box, ctr[..., None])):
-            out.append(flat[:, start:start + n].permute(0, 2, 1).reshape(flat.shape[0], -1, h, w))
-        start += n
-    return HeadOutputs(*maps)
+    return unflatten_levels(cls, box, ctr, list(points.sizes))
 
 
 def _targets(points: Points, boxes: list[list[list[float]]], labels: list[list[int]], size_ranges=()):

@@ -9,7 +9,7 @@ from torchvision.models.detection.image_list import ImageList
 
 from fcos_cli.compat import from_torchvision_state_dict
 from fcos_cli.config import preset
-from fcos_cli.model import HeadOutputs, build_model, flatten_levels
+from fcos_cli.model import build_model, flatten_levels, unflatten_levels
 from fcos_cli.pipeline import detections_for, loss_for, points_for, targets_for
 
 NUM_CLASSES = 91
@@ -54,15 +54,6 @@ def _torchvision_forward(tv, images: torch.Tensor):
     return head_outputs, anchors, [f.shape[2] * f.shape[3] for f in features], sizes
 
 
-def _as_ours(head_outputs: dict, sizes: list[tuple[int, int]]) -> HeadOutputs:
-    """torchvision's (B, P, C) head outputs as our per-level (B, C, H, W) lists."""
-    def split(t: torch.Tensor) -> list[torch.Tensor]:
-        parts = t.split([h * w for h, w in sizes], dim=1)
-        return [p.reshape(p.shape[0], h, w, -1).permute(0, 3, 1, 2) for p, (h, w) in zip(parts, sizes)]
-    return HeadOutputs(split(head_outputs["cls_logits"]), split(head_outputs["bbox_regression"]),
-                       split(head_outputs["bbox_ctrness"]))
-
-
 def _torchvision_matching(tv, targets, head_outputs, anchors, num_per_level):
     captured = {}
     original = tv.head.compute_loss
@@ -104,7 +95,8 @@ def test_matches_torchvision(models, height: int, width: int) -> None:
     gt_boxes, gt_labels = [BOXES[keep], torch.zeros(0, 4)], [LABELS[keep], torch.zeros(0, dtype=torch.long)]
     targets = [{"boxes": b, "labels": lb} for b, lb in zip(gt_boxes, gt_labels)]
     tv_losses, tv_matched = _torchvision_matching(tv, targets, tv_out, anchors, num_per_level)
-    shared = _as_ours(tv_out, level_sizes)
+    shared = unflatten_levels(tv_out["cls_logits"], tv_out["bbox_regression"], tv_out["bbox_ctrness"].squeeze(2),
+                              level_sizes)
     assigned = targets_for(points, gt_boxes, gt_labels, cfg)
     assert torch.equal(assigned.matched, tv_matched)
     assert (assigned.matched[1] == -1).all()

@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch import Tensor
 
-from fcos_cli.model.head import HeadOutputs
+from fcos_cli.model.head import HeadOutputs, unflatten_levels
 from fcos_cli.postprocess import postprocess
 from fcos_cli.targets import Points, make_points
 
@@ -27,14 +27,7 @@ def _logit(p: float) -> float:
 
 
 def _head_outputs(points: Points, cls: Tensor, box: Tensor, ctr: Tensor) -> HeadOutputs:
-    """Per-level (B, C, H, W) maps from flat (B, P, K), (B, P, 4), (B, P) tensors: the inverse of flatten_levels."""
-    maps: tuple[list[Tensor], list[Tensor], list[Tensor]] = ([], [], [])
-    start = 0
-    for (h, w), n in zip(points.sizes, points.num_per_level):
-        for out, flat in zip(maps, (cls, box, ctr[..., None])):
-            out.append(flat[:, start:start + n].permute(0, 2, 1).reshape(flat.shape[0], -1, h, w))
-        start += n
-    return HeadOutputs(*maps)
+    return unflatten_levels(cls, box, ctr, list(points.sizes))
 
 
 class Scene:

@@ -13,7 +13,7 @@ import numpy as np
 from pycocotools.coco import COCO
 
 from ..errors import UserError
-from .records import DatasetIndex, ImageRecord
+from .records import DatasetIndex, ImageRecord, read_mapping
 
 __all__ = ["load_coco"]
 
@@ -35,14 +35,7 @@ def _image_root(json_path: Path, images: list[dict], images_dir: str | Path | No
 def load_coco(json_path: str | Path, images_dir: str | Path | None = None) -> DatasetIndex:
     """Records of a COCO detection file; images without annotations are kept as negatives."""
     json_path = Path(json_path)
-    try:
-        data = json.loads(json_path.read_text())
-    except OSError as e:
-        raise UserError(f"cannot read {json_path}: {e.strerror}") from None
-    except json.JSONDecodeError as e:
-        raise UserError(f"{json_path} is not valid JSON: {e}") from None
-    if not isinstance(data, dict):
-        raise UserError(f"{json_path}: expected a COCO object with images, annotations and categories")
+    data = read_mapping(json_path, json.loads, "JSON", "a COCO object with images, annotations and categories")
     for key in ("images", "annotations", "categories"):
         if key not in data:
             raise UserError(f"{json_path}: missing the COCO key {key!r}")

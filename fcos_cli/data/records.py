@@ -5,12 +5,29 @@ Boxes are float32 (M, 4) xyxy in original-image pixels; labels int64 (M,) contig
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import yaml
 
-__all__ = ["ImageRecord", "DatasetIndex"]
+from ..errors import UserError
+
+__all__ = ["ImageRecord", "DatasetIndex", "read_mapping"]
+
+
+def read_mapping(path: Path, parse: Callable[[str], object], kind: str, expected: str) -> dict:
+    """An annotation file parsed into a dict; an unreadable, invalid or non-mapping file is one UserError."""
+    try:
+        data = parse(path.read_text())
+    except OSError as e:
+        raise UserError(f"cannot read {path}: {e.strerror}") from None
+    except (ValueError, yaml.YAMLError) as e:  # json.JSONDecodeError is a ValueError
+        raise UserError(f"{path} is not valid {kind}: {e}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected {expected}")
+    return data
 
 
 @dataclass

@@ -11,7 +11,7 @@ import yaml
 from PIL import Image
 
 from ..errors import UserError
-from .records import DatasetIndex, ImageRecord
+from .records import DatasetIndex, ImageRecord, read_mapping
 
 __all__ = ["load_yolo", "IMAGE_SUFFIXES"]
 
@@ -70,14 +70,7 @@ def load_yolo(yaml_path: str | Path, split: str = "train") -> DatasetIndex:
     yaml_path = Path(yaml_path)
     if yaml_path.is_dir():
         yaml_path = yaml_path / "data.yaml"
-    try:
-        cfg = yaml.safe_load(yaml_path.read_text())
-    except OSError as e:
-        raise UserError(f"cannot read {yaml_path}: {e.strerror}") from None
-    except yaml.YAMLError as e:
-        raise UserError(f"{yaml_path} is not valid YAML: {e}") from None
-    if not isinstance(cfg, dict):
-        raise UserError(f"{yaml_path}: expected a mapping with path, train, val and names")
+    cfg = read_mapping(yaml_path, yaml.safe_load, "YAML", "a mapping with path, train, val and names")
     root = Path(cfg.get("path") or yaml_path.parent)
     root = root if root.is_absolute() else yaml_path.parent / root
     if split not in cfg or not cfg[split]:

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["FCOSHead", "HeadOutputs", "Scale", "flatten_levels"]
+__all__ = ["FCOSHead", "HeadOutputs", "Scale", "flatten_levels", "unflatten_levels"]
 
 
 class HeadOutputs(NamedTuple):
@@ -98,3 +98,15 @@ def flatten_levels(outputs: HeadOutputs) -> tuple[Tensor, Tensor, Tensor]:
         return torch.cat([m.float().flatten(2) for m in maps], dim=2).permute(0, 2, 1)  # (B, P, C)
 
     return cat(outputs.cls_logits), cat(outputs.box_regression), cat(outputs.centerness).squeeze(2)
+
+
+def unflatten_levels(cls_logits: Tensor, box_regression: Tensor, centerness: Tensor,
+                     sizes: list[tuple[int, int]]) -> HeadOutputs:
+    """Inverse of `flatten_levels`: (B, P, K), (B, P, 4), (B, P) and (H_l, W_l) per level -> HeadOutputs."""
+    counts = [h * w for h, w in sizes]
+
+    def split(flat: Tensor) -> list[Tensor]:
+        parts = flat.split(counts, dim=1)
+        return [p.permute(0, 2, 1).reshape(p.shape[0], -1, h, w) for p, (h, w) in zip(parts, sizes)]  # (B, C, H, W)
+
+    return HeadOutputs(split(cls_logits), split(box_regression), split(centerness[..., None]))
