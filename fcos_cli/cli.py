@@ -60,7 +60,7 @@ def _default_weights() -> "Path":
     """Newest runs/train/*/best.safetensors, else last.safetensors."""
     from pathlib import Path
 
-    runs = sorted(Path("runs/train").glob("*/"), key=lambda p: p.stat().st_mtime, reverse=True)
+    runs = sorted((p for p in Path("runs/train").glob("*") if p.is_dir()), key=lambda p: p.stat().st_mtime, reverse=True)
     for run in runs:
         for name in ("best.safetensors", "last.safetensors"):
             if (run / name).is_file():
@@ -244,3 +244,60 @@ def eval_cmd(
 
 def _raise(message: str):
     raise UserError(message)
+
+
+@app.command("predict")
+def predict_cmd(
+    source: Annotated[str, typer.Argument(help="An image, a folder (searched recursively) or a glob.")],
+    weights: Annotated[Optional[str], typer.Option("--weights", "-w", help="Weights file [default: newest "
+                                                   "runs/train/*/best.safetensors].", exists=True, dir_okay=False)] = None,
+    conf: Annotated[float, typer.Option(help="Lowest score drawn and written.", min=0.0, max=1.0)] = 0.25,
+    iou: Annotated[Optional[float], typer.Option(help="NMS IoU threshold [default: the weights' config].",
+                                                 min=0.0, max=1.0)] = None,
+    max_det: Annotated[Optional[int], typer.Option(help="Detections per image [default: the weights' config].",
+                                                   callback=_positive("--max-det"))] = None,
+    img_size: Annotated[Optional[int], typer.Option(help="Longest side [default: the weights' training size].",
+                                                    callback=_positive("--img-size"))] = None,
+    batch_size: Annotated[int, typer.Option(help="Images per batch.", callback=_positive("--batch-size"))] = 8,
+    half: Annotated[bool, typer.Option(help="Half precision: fp16 on CUDA, bf16 on CPU.")] = False,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    save_images: Annotated[bool, typer.Option(help="Write annotated images.")] = True,
+    project: Annotated[str, typer.Option(help="Parent folder of prediction runs.")] = "runs/predict",
+    name: Annotated[str, typer.Option(help="Output folder name (numbered when taken).")] = "exp",
+) -> None:
+    """Detect objects in images: annotated PNGs and predictions.json (COCO results, original pixels)."""
+    from pathlib import Path
+
+    from rich.progress import Progress
+    from rich.table import Table
+
+    from . import checkpoint
+    from .engine.common import next_run_dir, resolve_device
+    from .engine.predict import collect_images, predict_files
+
+    path = Path(weights) if weights else _run(_default_weights)
+    dev = _run(resolve_device, device)
+    files, others = _run(collect_images, source)
+    model, cfg, class_names = _run(checkpoint.load, path, dev)
+    metadata = _run(checkpoint.read_metadata, path)[2]
+    category_ids = json.loads(metadata.get("fcos_cli.category_ids", "null")) or list(range(1, len(class_names) + 1))
+    cfg.post.nms_iou = cfg.post.nms_iou if iou is None else iou
+    cfg.post.max_detections = max_det or cfg.post.max_detections
+    cfg.data.img_size = img_size or cfg.data.img_size
+    out = next_run_dir(project, name)
+    console.print(f"weights: {path}; {len(files)} images -> {out}")
+    for other in others:
+        err_console.print(f"[yellow]warning:[/yellow] skipped {other}: not an image file", highlight=False)
+    with Progress(console=console) as bar:
+        task = bar.add_task("predict", total=len(files))
+        run = _run(predict_files, model, cfg, class_names, files, out, category_ids, conf, batch_size, half,
+                   save_images, lambda n: bar.advance(task, n))
+    for file, why in run.skipped:
+        err_console.print(f"[yellow]warning:[/yellow] skipped {file}: {why}", highlight=False)
+    table = Table("class", "detections", title=f"Detections with score >= {conf}")
+    for cls in class_names:
+        table.add_row(cls, str(run.per_class.get(cls, 0)))
+    console.print(table)
+    skipped = len(run.skipped) + len(others)
+    console.print(f"{run.num_images} images in {run.seconds:.1f} s ({run.num_images / max(run.seconds, 1e-9):.1f} "
+                  f"images/s){f', {skipped} files skipped' if skipped else ''}; wrote {out}/predictions.json")

@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import glob
+import json
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
 import numpy as np
 import torch
 from PIL import Image, ImageOps
 from torch import Tensor
 
+from ..atomic import atomic_write
 from ..config import FCOSConfig
+from ..data.dataset import read_image
+from ..data.yolo import IMAGE_SUFFIXES
+from ..errors import UserError
 from ..data.dataset import collate
 from ..data.transforms import build_transform
 from ..model import FCOS
@@ -15,8 +26,10 @@ from ..pipeline import detections_for
 from ..postprocess import Detections
 from .common import autocast
 
-__all__ = ["ImageLike", "predict"]
+__all__ = ["ImageLike", "predict", "collect_images", "PredictRun", "predict_files"]
 
+PALETTE = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#bfef45", "#fabed4",
+           "#469990", "#dcbeff", "#9a6324", "#800000", "#aaffc3", "#808000", "#000075"]
 ImageLike = Image.Image | np.ndarray | Tensor  # PIL, HxWx3 uint8, or (3, H, W) float 0-1
 
 
@@ -50,3 +63,70 @@ def predict(model: FCOS, cfg: FCOSConfig, images: list[ImageLike], batch_size: i
             results.append(Detections(boxes=det["boxes"].cpu() / scale, scores=det["scores"].cpu(),
                                       labels=det["labels"].cpu()))
     return results
+
+
+def collect_images(source: str) -> tuple[list[Path], list[Path]]:
+    """Image files of SOURCE (a file, a folder searched recursively, or a glob) and the other files skipped."""
+    path = Path(source)
+    if path.is_dir():
+        candidates = sorted(p for p in path.rglob("*") if p.is_file())
+    elif path.is_file():
+        candidates = [path]
+    else:
+        candidates = sorted(Path(p) for p in glob.glob(source, recursive=True) if Path(p).is_file())
+        if not candidates:
+            raise UserError(f"{source}: no such file, folder or glob match")
+    images = [p for p in candidates if p.suffix.lower() in IMAGE_SUFFIXES]
+    if not images:
+        raise UserError(f"no images in {source} (expected {', '.join(sorted(IMAGE_SUFFIXES))})")
+    return images, [p for p in candidates if p.suffix.lower() not in IMAGE_SUFFIXES]
+
+
+@dataclass
+class PredictRun:
+    num_images: int = 0
+    per_class: Counter = field(default_factory=Counter)
+    skipped: list[tuple[Path, str]] = field(default_factory=list)  # (file, why)
+    seconds: float = 0.0
+    results: list[dict] = field(default_factory=list)  # COCO results with file names
+
+
+def predict_files(model: FCOS, cfg: FCOSConfig, class_names: list[str], files: list[Path], out_dir: Path,
+                  category_ids: list[int], conf: float = 0.25, batch_size: int = 8, amp: bool = False,
+                  save_images: bool = True, progress=None) -> PredictRun:
+    """Predict image files; write annotated PNGs and `predictions.json` (COCO results + file names)."""
+    from torchvision.transforms.functional import to_pil_image
+    from torchvision.utils import draw_bounding_boxes
+
+    run = PredictRun()
+    start = time.perf_counter()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for first in range(0, len(files), batch_size):
+        loaded = []
+        for path in files[first:first + batch_size]:
+            try:
+                loaded.append((path, read_image(path)))
+            except UserError as e:  # one bad file must not stop a folder: skip it and say so
+                run.skipped.append((path, str(e)))
+        for (path, pixels), det in zip(loaded, predict(model, cfg, [p for _, p in loaded], batch_size, amp)):
+            keep = det["scores"] >= conf
+            boxes, scores, labels = det["boxes"][keep], det["scores"][keep], det["labels"][keep]
+            run.num_images += 1
+            run.per_class.update(class_names[k] for k in labels.tolist())
+            for box, score, label in zip(boxes.tolist(), scores.tolist(), labels.tolist()):
+                run.results.append({"file_name": str(path), "image_id": run.num_images, "category_id": category_ids[label],
+                                    "bbox": [round(box[0], 2), round(box[1], 2), round(box[2] - box[0], 2),
+                                             round(box[3] - box[1], 2)], "score": round(score, 5)})
+            if save_images:
+                text = [f"{class_names[k]} {s:.2f}" for k, s in zip(labels.tolist(), scores.tolist())]
+                image = torch.from_numpy(pixels.copy()).permute(2, 0, 1)  # (3, H, W) uint8
+                colors = [PALETTE[k % len(PALETTE)] for k in labels.tolist()]  # one colour per class
+                drawn = draw_bounding_boxes(image, boxes, text, colors=colors, width=max(2, round(max(pixels.shape) / 300)))
+                with atomic_write(out_dir / f"{path.stem}.png") as tmp:
+                    to_pil_image(drawn).save(tmp, format="PNG")
+        if progress is not None:
+            progress(len(files[first:first + batch_size]))
+    with atomic_write(out_dir / "predictions.json") as tmp:
+        tmp.write_text(json.dumps(run.results))
+    run.seconds = time.perf_counter() - start
+    return run

@@ -9,24 +9,15 @@ import pytest
 import torch
 
 from fcos_cli import checkpoint
-from fcos_cli.config import FCOSConfig, preset
 from fcos_cli.data import open_split
 from fcos_cli.data.synthetic import write_demo_data
 from fcos_cli.engine.state import state_path
 from fcos_cli.engine.train import finetune_model, train
 from fcos_cli.errors import UserError
 
+from conftest import tiny_config
+
 CPU = torch.device("cpu")
-
-
-def tiny_config(epochs: int, img_size: int = 128) -> FCOSConfig:
-    cfg = preset("improved")
-    m, t = cfg.model, cfg.train
-    m.backbone.name, m.fpn.out_channels, m.head.num_groups, m.head.num_convs = "test_resnet", 32, 8, 2
-    cfg.targets.size_ranges = (32, 64, 128, 256)
-    cfg.data.img_size = img_size
-    t.epochs, t.batch_size, t.optimizer, t.lr, t.warmup_steps, t.workers = epochs, 4, "adamw", 3e-3, 10, 0
-    return cfg
 
 
 @pytest.fixture(scope="module")
@@ -34,14 +25,10 @@ def demo(tmp_path_factory) -> Path:
     return write_demo_data(tmp_path_factory.mktemp("demo"), num_train=6, num_val=2, max_side=256, seed=3)
 
 
-def test_tiny_model_overfits_four_demo_images(tmp_path: Path) -> None:
-    root = write_demo_data(tmp_path / "four", num_train=4, num_val=1, max_side=256, seed=3)
+def test_tiny_model_overfits_four_demo_images(overfit) -> None:
+    result, root = overfit
     index = open_split(root / "train.json")
     assert len(index.records) == 4 and sum(len(r.boxes) for r in index.records) >= 8
-    cfg = tiny_config(epochs=50, img_size=192)
-    cfg.data.hflip, cfg.data.color_jitter = 0.0, False
-    cfg.train.lr, cfg.train.eval_interval = 4e-3, 25
-    result = train(cfg, index, index, tmp_path / "run", CPU, progress=False)
     with open(result.run_dir / "metrics.csv") as f:
         rows = list(csv.DictReader(f))
     first, last = rows[0], rows[-1]

@@ -18,7 +18,7 @@ from fcos_cli.engine.train import lr_factor, train
 from fcos_cli.model import build_model
 from fcos_cli.pipeline import loss_for
 
-from test_train import tiny_config
+from conftest import tiny_config
 
 
 def test_warmup_then_cosine_or_steps() -> None:
