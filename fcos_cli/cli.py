@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
@@ -56,10 +57,8 @@ def config_cmd(
     console.print_json(json.dumps(to_dict(cfg)))
 
 
-def _default_weights() -> "Path":
+def _default_weights() -> Path:
     """Newest runs/train/*/best.safetensors, else last.safetensors."""
-    from pathlib import Path
-
     runs = sorted((p for p in Path("runs/train").glob("*") if p.is_dir()), key=lambda p: p.stat().st_mtime, reverse=True)
     for run in runs:
         for name in ("best.safetensors", "last.safetensors"):
@@ -127,11 +126,11 @@ def train_cmd(
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
     amp: Annotated[bool, typer.Option(help="Mixed precision: bf16 on CPU, fp16 on CUDA.")] = False,
     ema: Annotated[bool, typer.Option(help="Keep an EMA of the weights and evaluate/save it.")] = False,
-    weights: Annotated[Optional[str], typer.Option("--weights", "-w", help="Start from these fcos_cli weights "
+    weights: Annotated[Optional[Path], typer.Option("--weights", "-w", help="Start from these fcos_cli weights "
                                                    "(fine-tuning; other classes are fine).", exists=True, dir_okay=False)] = None,
-    resume: Annotated[Optional[str], typer.Option(help="Continue a run from its last.safetensors.",
+    resume: Annotated[Optional[Path], typer.Option(help="Continue a run from its last.safetensors.",
                                                   exists=True, dir_okay=False)] = None,
-    pretrained_file: Annotated[Optional[str], typer.Option(help="Local backbone weights (timm names).",
+    pretrained_file: Annotated[Optional[Path], typer.Option(help="Local backbone weights (timm names).",
                                                             exists=True, dir_okay=False)] = None,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     workers: Annotated[int, typer.Option(help="Data-loading worker processes.")] = 2,
@@ -140,8 +139,6 @@ def train_cmd(
     exist_ok: Annotated[bool, typer.Option(help="Reuse an existing run folder.")] = False,
 ) -> None:
     """Train an FCOS detector; writes last/best.safetensors, metrics.csv and curves.png under PROJECT/NAME."""
-    from pathlib import Path
-
     from . import checkpoint
     from .config import preset as make_preset
     from .data import open_data
@@ -162,7 +159,8 @@ def train_cmd(
         m, t, d = cfg.model, cfg.train, cfg.data
         if weights and backbone is None:
             backbone = _run(checkpoint.read_metadata, weights)[0].model.backbone.name
-        m.backbone.name, m.backbone.pretrained_file = backbone or "resnet50", pretrained_file
+        m.backbone.name = backbone or "resnet50"
+        m.backbone.pretrained_file = str(pretrained_file) if pretrained_file else None
         m.fpn.out_channels, m.head.num_convs = fpn_channels, head_convs
         m.head.num_groups = min(m.head.num_groups, max(fpn_channels // 2, 1))  # GroupNorm needs 2+ values at 1x1
         if size_ranges:
@@ -208,7 +206,7 @@ def _print_metrics(result) -> None:
 
 @app.command("eval")
 def eval_cmd(
-    weights: Annotated[Optional[str], typer.Option("--weights", "-w", help="Weights file [default: newest "
+    weights: Annotated[Optional[Path], typer.Option("--weights", "-w", help="Weights file [default: newest "
                                                    "runs/train/*/best.safetensors].", exists=True, dir_okay=False)] = None,
     data: Annotated[str, typer.Option(help="COCO .json, YOLO data.yaml, or 'demo' (its val split).")] = "demo",
     images: Annotated[Optional[str], typer.Option(help="Image folder of a COCO file (default: beside it).")] = None,
@@ -220,8 +218,6 @@ def eval_cmd(
     name: Annotated[str, typer.Option(help="Output folder name (numbered when taken).")] = "exp",
 ) -> None:
     """COCO mAP of a weights file on a dataset; writes results.json, metrics.json and pr_curve.png."""
-    from pathlib import Path
-
     from . import checkpoint
     from .data import open_split
     from .engine.common import next_run_dir, resolve_device
@@ -249,7 +245,7 @@ def _raise(message: str):
 @app.command("predict")
 def predict_cmd(
     source: Annotated[str, typer.Argument(help="An image, a folder (searched recursively) or a glob.")],
-    weights: Annotated[Optional[str], typer.Option("--weights", "-w", help="Weights file [default: newest "
+    weights: Annotated[Optional[Path], typer.Option("--weights", "-w", help="Weights file [default: newest "
                                                    "runs/train/*/best.safetensors].", exists=True, dir_okay=False)] = None,
     conf: Annotated[float, typer.Option(help="Lowest score drawn and written.", min=0.0, max=1.0)] = 0.25,
     iou: Annotated[Optional[float], typer.Option(help="NMS IoU threshold [default: the weights' config].",
@@ -266,8 +262,6 @@ def predict_cmd(
     name: Annotated[str, typer.Option(help="Output folder name (numbered when taken).")] = "exp",
 ) -> None:
     """Detect objects in images: annotated PNGs and predictions.json (COCO results, original pixels)."""
-    from pathlib import Path
-
     from rich.progress import Progress
     from rich.table import Table
 
