@@ -295,3 +295,60 @@ def predict_cmd(
     skipped = len(run.skipped) + len(others)
     console.print(f"{run.num_images} images in {run.seconds:.1f} s ({run.num_images / max(run.seconds, 1e-9):.1f} "
                   f"images/s){f', {skipped} files skipped' if skipped else ''}; wrote {out}/predictions.json")
+
+
+@app.command("inspect-targets")
+def inspect_targets_cmd(
+    data: Annotated[str, typer.Option(help="COCO .json, YOLO data.yaml, or 'demo'.")] = "demo",
+    preset: Annotated[str, typer.Option(help="paper, improved or torchvision (ignored with --weights).")] = "improved",
+    weights: Annotated[Optional[Path], typer.Option("--weights", "-w", help="Take the settings of these weights.",
+                                                    exists=True, dir_okay=False)] = None,
+    img_size: Annotated[Optional[int], typer.Option(help="Longest side [default: the weights' size, else 800].",
+                                                    callback=_positive("--img-size"))] = None,
+    size_ranges: Annotated[Optional[str], typer.Option(help="Level boundaries m_1..m_4, e.g. 64,128,256,512.")] = None,
+    center_sampling_radius: Annotated[Optional[float], typer.Option(help="In strides; 0 turns it off.", min=0.0)] = None,
+    num_images: Annotated[int, typer.Option(help="Images to explain.", callback=_positive("--num-images"))] = 4,
+    split: Annotated[str, typer.Option(help="Split of the data: train or val.")] = "train",
+    draw: Annotated[bool, typer.Option(help="Write one overlay PNG per image and level.")] = True,
+    project: Annotated[str, typer.Option(help="Parent folder of inspections.")] = "runs/inspect",
+    name: Annotated[str, typer.Option(help="Output folder name (numbered when taken).")] = "exp",
+) -> None:
+    """Show which point learns which box, at which level, and why the others do not (no training needed)."""
+    from rich.table import Table
+
+    from . import checkpoint
+    from .config import preset as make_preset
+    from .data import open_split
+    from .engine.common import next_run_dir
+    from .inspect_targets import inspect_dataset
+
+    if weights:
+        cfg = _run(checkpoint.read_metadata, weights)[0]
+    else:
+        cfg = _run(make_preset, preset)
+        cfg.data.img_size = 800
+    cfg.data.img_size = img_size or cfg.data.img_size
+    if size_ranges:
+        cfg.targets.size_ranges = tuple(float(v) for v in _int_list(size_ranges, "--size-ranges"))
+    if center_sampling_radius is not None:
+        cfg.targets.center_sampling_radius = center_sampling_radius
+    index = _run(open_split, data, split)
+    cfg.model.num_classes = len(index.class_names)
+    out = next_run_dir(project, name)
+    stats = _run(inspect_dataset, index, cfg, num_images, out, draw)
+    table = Table("", *stats, title=f"Target assignment on {min(num_images, len(index.records))} images "
+                  f"(img-size {cfg.data.img_size}, ranges {list(cfg.targets.size_ranges)}, "
+                  f"radius {cfg.targets.center_sampling_radius})")
+    rows = [("best possible recall", lambda s: f"{s['bpr']:.3f}"), ("boxes", lambda s: str(s["boxes"])),
+            ("boxes without positives", lambda s: str(s["boxes_without_positives"])),
+            ("positive points", lambda s: str(s["positives"])),
+            ("ambiguous / positive", lambda s: f"{s['ambiguous_ratio']:.3f}")]
+    rows += [(f"positives {lvl}", lambda s, lvl=lvl: str(s["positives_per_level"][lvl]))
+             for lvl in stats["chosen"]["positives_per_level"]]
+    rows += [(f"boxes {lvl}", lambda s, lvl=lvl: str(s["boxes_per_level"][lvl]))
+             for lvl in stats["chosen"]["boxes_per_level"]]
+    for label, cell in rows:
+        table.add_row(label, *(cell(s) for s in stats.values()))
+    console.print(table)
+    console.print(f"wrote {out}: assignments.json, positives/boxes/rejected.csv, stats.json"
+                  f"{', one overlay PNG per image and level' if draw else ''}")

@@ -9,6 +9,7 @@ from torchvision.models.detection.image_list import ImageList
 
 from fcos_cli.compat import from_torchvision_state_dict
 from fcos_cli.config import preset
+from fcos_cli.inspect_targets import explain_image
 from fcos_cli.model import build_model, flatten_levels, unflatten_levels
 from fcos_cli.pipeline import detections_for, loss_for, points_for, targets_for
 
@@ -99,6 +100,9 @@ def test_matches_torchvision(models, height: int, width: int) -> None:
                               level_sizes)
     assigned = targets_for(points, gt_boxes, gt_labels, cfg)
     assert torch.equal(assigned.matched, tv_matched)
+    explained = explain_image("0", points, gt_boxes[0], gt_labels[0], NUM_CLASSES, cfg.targets)
+    assert torch.equal(explained.matched, tv_matched[0])  # inspect-targets explains torchvision's own matching
+    assert len(explained.positives) == int((tv_matched[0] >= 0).sum())
     assert (assigned.matched[1] == -1).all()
     our_losses = loss_for(shared, ours.strides, gt_boxes, gt_labels, cfg)
     torch.testing.assert_close(our_losses.cls, tv_losses["classification"], **TOL)

@@ -15,6 +15,7 @@ from ..atomic import atomic_write
 __all__ = ["DEMO_CLASSES", "write_demo_data", "ensure_demo_data", "DEFAULT_DEMO_DIR"]
 
 DEMO_CLASSES = ["ellipse", "rectangle", "triangle"]
+DEMO_VERSION = 2  # part of the cache folder name: a changed generator never reuses old images
 DEFAULT_DEMO_DIR = Path(os.environ.get("FCOS_DEMO_DIR", Path.home() / ".cache" / "fcos_cli" / "demo"))
 # Hue of each class; the value varies per object so that shape and colour both carry the class.
 _CLASS_RGB = np.array([[220, 60, 50], [60, 170, 70], [60, 90, 220]], dtype=np.float32)
@@ -33,14 +34,18 @@ def _background(rng: np.random.Generator, height: int, width: int) -> Image.Imag
     return image
 
 
-def _object_size(rng: np.random.Generator, limit: int) -> tuple[int, int]:
-    """Width, height: mostly 16-300 px, some tiny (8 px) and some huge (> 600 px where the image allows)."""
+def _object_size(rng: np.random.Generator, width: int, height: int) -> tuple[int, int]:
+    """Width, height: mostly 16-300 px, some tiny (8 px) and some huge (up to the image's longer side,
+    so that with center sampling some points still see max(l,t,r,b) > 512: P7 positives)."""
     kind = rng.random()
-    side = rng.uniform(8, 16) if kind < 0.1 else rng.uniform(0.75, 0.97) * limit if kind > 0.93 \
-        else math.exp(rng.uniform(math.log(16), math.log(min(300, limit))))
+    if kind > 0.93:
+        side = rng.uniform(0.85, 0.98) * max(width, height)
+        w, h = (side, rng.uniform(0.4, 0.95) * height) if width >= height else (rng.uniform(0.4, 0.95) * width, side)
+        return int(min(w, width)), int(min(h, height))
+    side = rng.uniform(8, 16) if kind < 0.1 else math.exp(rng.uniform(math.log(16), math.log(300)))
     aspect = math.exp(rng.uniform(-1.4, 1.4)) if rng.random() < 0.25 else math.exp(rng.uniform(-0.4, 0.4))
     w, h = side * math.sqrt(aspect), side / math.sqrt(aspect)
-    scale = min(1.0, limit / max(w, h))
+    scale = min(1.0, width / w, height / h)
     return max(int(w * scale), 6), max(int(h * scale), 6)
 
 
@@ -62,7 +67,7 @@ def _make_image(rng: np.random.Generator, max_side: int) -> tuple[Image.Image, l
     num = 0 if rng.random() < 0.1 else int(rng.integers(1, 7))
     for _ in range(num):
         label = int(rng.integers(len(DEMO_CLASSES)))
-        w, h = _object_size(rng, min(width, height))
+        w, h = _object_size(rng, width, height)
         x0, y0 = int(rng.integers(0, width - w + 1)), int(rng.integers(0, height - h + 1))
         rgb = tuple(int(v) for v in np.clip(_CLASS_RGB[label] * rng.uniform(0.7, 1.15), 0, 255))
         _draw(draw, label, (x0, y0, x0 + w, y0 + h), rgb)
@@ -97,7 +102,7 @@ def ensure_demo_data(root: str | Path | None = None, **kwargs: int) -> Path:
     """The demo dataset for these settings under `root`, generated on first use."""
     settings = {"num_train": 96, "num_val": 24, "max_side": 800, "seed": 0, **kwargs}
     base = Path(root) if root is not None else DEFAULT_DEMO_DIR
-    out = base / "-".join(f"{k}{v}" for k, v in sorted(settings.items()))
+    out = base / "-".join([f"v{DEMO_VERSION}", *(f"{k}{v}" for k, v in sorted(settings.items()))])
     if not ((out / "train.json").is_file() and (out / "val.json").is_file()):
         write_demo_data(out, **settings)
     return out
