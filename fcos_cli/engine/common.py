@@ -46,7 +46,7 @@ def loader(index: DatasetIndex, cfg: FCOSConfig, mean: tuple[float, ...], train:
     return torch.utils.data.DataLoader(
         DetectionDataset(index.records, transform), batch_size=batch_size or cfg.train.batch_size, shuffle=train,
         num_workers=workers, collate_fn=partial(collate, pad_value=mean, size_divisor=cfg.model.size_divisor),
-        generator=torch.Generator().manual_seed(seed) if train else None,         pin_memory=torch.cuda.is_available(),
+        generator=torch.Generator().manual_seed(seed) if train else None, pin_memory=torch.cuda.is_available(),
     )
 
 
