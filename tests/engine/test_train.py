@@ -29,6 +29,7 @@ def test_tiny_model_overfits_four_demo_images(overfit) -> None:
     result, root = overfit
     index = open_split(root / "train.json")
     assert len(index.records) == 4 and sum(len(r.boxes) for r in index.records) >= 8
+    assert any(len(r.boxes) == 0 for r in index.records)  # a negative image is part of it
     with open(result.run_dir / "metrics.csv") as f:
         rows = list(csv.DictReader(f))
     first, last = rows[0], rows[-1]
