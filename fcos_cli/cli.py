@@ -352,3 +352,39 @@ def inspect_targets_cmd(
     console.print(table)
     console.print(f"wrote {out}: assignments.json, positives/boxes/rejected.csv, stats.json"
                   f"{', one overlay PNG per image and level' if draw else ''}")
+
+
+@app.command("export")
+def export_cmd(
+    weights: Annotated[Optional[Path], typer.Option("--weights", "-w", help="Weights file [default: newest "
+                                                    "runs/train/*/best.safetensors].", exists=True, dir_okay=False)] = None,
+    format: Annotated[str, typer.Option("--format", help="onnx (postprocess inside) or safetensors.")] = "onnx",
+    output: Annotated[Optional[Path], typer.Option(help="Output file [default: beside the weights].")] = None,
+    half: Annotated[bool, typer.Option(help="safetensors: store fp16 weights.")] = False,
+    img_size: Annotated[Optional[int], typer.Option(help="Sample size for the export check [default: the weights'].",
+                                                    callback=_positive("--img-size"))] = None,
+) -> None:
+    """Export a detector: ONNX with NMS inside (checked against PyTorch with onnxruntime), or fp16 safetensors."""
+    import torch
+
+    from . import checkpoint
+
+    if format not in ("onnx", "safetensors"):
+        raise typer.BadParameter("expected onnx or safetensors", param_hint="--format")
+    path = weights or _run(_default_weights)
+    model, cfg, class_names = _run(checkpoint.load, path)
+    if format == "safetensors":
+        out = output or path.with_name(path.stem + (".fp16" if half else ".export") + ".safetensors")
+        checkpoint.save(out, model.half() if half else model, cfg, class_names)
+        console.print(f"wrote {out}")
+        return
+    from .export import compare_onnx, export_onnx
+
+    out = output or path.with_suffix(".onnx")
+    size = img_size or cfg.data.img_size
+    torch.manual_seed(0)
+    _run(export_onnx, model, cfg, class_names, out, torch.rand(1, 3, size, size))
+    check = compare_onnx(out, model, cfg, torch.rand(1, 3, size * 3 // 4, size))  # another size than the export
+    console.print(f"wrote {out}; onnxruntime vs PyTorch on a {size * 3 // 4}x{size} input: "
+                  f"{check['detections']:.0f} detections, max box difference {check['box']:.2e} px, "
+                  f"max score difference {check['score']:.2e}")

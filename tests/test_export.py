@@ -1,0 +1,58 @@
+"""ONNX export: onnxruntime gives PyTorch's detections on demo images at two sizes; fp16 safetensors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime
+import torch
+from typer.testing import CliRunner
+
+from fcos_cli import checkpoint
+from fcos_cli.cli import app
+from fcos_cli.data.dataset import read_image
+from fcos_cli.data.transforms import build_transform
+from fcos_cli.pipeline import detections_for
+
+
+def test_onnx_equals_pytorch_on_demo_images(overfit, tmp_path: Path) -> None:
+    result, root = overfit
+    out = tmp_path / "model.onnx"
+    run = CliRunner().invoke(app, ["export", "-w", str(result.best), "--output", str(out)])
+    assert run.exit_code == 0, run.output
+    assert "onnxruntime vs PyTorch" in run.output
+    metadata = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
+    assert "fcos_cli.config" in metadata and "ellipse" in metadata["fcos_cli.class_names"]
+    model, cfg, _ = checkpoint.load(result.best)
+    session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    images = sorted((root / "images").glob("train_*.jpg"))
+    checked = 0
+    for size in (256, 200):  # two input sizes, neither the export's sample size for 200
+        for path in images:
+            pixels = build_transform(size, train=False)(image=read_image(path), bboxes=np.zeros((0, 4)), labels=[])["image"]
+            image = torch.from_numpy(pixels.copy()).permute(2, 0, 1)[None].float() / 255
+            with torch.no_grad():
+                ref = detections_for(model(image), model.strides, [tuple(image.shape[-2:])], cfg)[0]
+            boxes, scores, labels = session.run(None, {"images": image.numpy()})
+            assert len(ref["boxes"]) >= 10
+            assert labels.tolist() == ref["labels"].tolist()
+            np.testing.assert_allclose(boxes, ref["boxes"].numpy(), rtol=1e-3, atol=1e-3)
+            np.testing.assert_allclose(scores, ref["scores"].numpy(), rtol=0, atol=1e-4)
+            checked += 1
+    assert checked == 2 * len(images)
+
+
+def test_half_safetensors_export_loads(overfit, tmp_path: Path) -> None:
+    result, _ = overfit
+    out = tmp_path / "half.safetensors"
+    run = CliRunner().invoke(app, ["export", "-w", str(result.best), "--format", "safetensors", "--half",
+                                   "--output", str(out)])
+    assert run.exit_code == 0, run.output
+    assert out.stat().st_size < 0.6 * result.best.stat().st_size
+    model, _, _ = checkpoint.load(out)
+    reference, _, _ = checkpoint.load(result.best)
+    image = torch.rand(1, 3, 128, 160)
+    with torch.no_grad():
+        torch.testing.assert_close(model(image).cls_logits[0], reference(image).cls_logits[0], atol=0.05, rtol=0.05)
