@@ -245,8 +245,9 @@ def _raise(message: str):
 @app.command("predict")
 def predict_cmd(
     source: Annotated[str, typer.Argument(help="An image, a folder (searched recursively) or a glob.")],
-    weights: Annotated[Optional[Path], typer.Option("--weights", "-w", help="Weights file [default: newest "
-                                                   "runs/train/*/best.safetensors].", exists=True, dir_okay=False)] = None,
+    weights: Annotated[Optional[Path], typer.Option("--weights", "-w", help="Weights file, or an ONNX file from "
+                                                   "`fcos export` [default: newest runs/train/*/best.safetensors].",
+                                                   exists=True, dir_okay=False)] = None,
     conf: Annotated[float, typer.Option(help="Lowest score drawn and written.", min=0.0, max=1.0)] = 0.25,
     iou: Annotated[Optional[float], typer.Option(help="NMS IoU threshold [default: the weights' config].",
                                                  min=0.0, max=1.0)] = None,
@@ -265,27 +266,39 @@ def predict_cmd(
     from rich.progress import Progress
     from rich.table import Table
 
+    from functools import partial
+
     from . import checkpoint
     from .engine.common import next_run_dir, resolve_device
-    from .engine.predict import collect_images, predict_files
+    from .engine.predict import collect_images, onnx_predict, predict, predict_files
 
     path = Path(weights) if weights else _run(_default_weights)
-    dev = _run(resolve_device, device)
     files, others = _run(collect_images, source)
-    model, cfg, class_names = _run(checkpoint.load, path, dev)
-    metadata = _run(checkpoint.read_metadata, path)[2]
-    category_ids = json.loads(metadata.get("fcos_cli.category_ids", "null")) or list(range(1, len(class_names) + 1))
-    cfg.post.nms_iou = cfg.post.nms_iou if iou is None else iou
-    cfg.post.max_detections = max_det or cfg.post.max_detections
-    cfg.data.img_size = img_size or cfg.data.img_size
+    if path.suffix == ".onnx":  # NMS settings and size are baked into the exported graph
+        import onnx
+
+        metadata = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+        class_names = json.loads(metadata.get("fcos_cli.class_names", "[]"))
+        category_ids = json.loads(metadata.get("fcos_cli.category_ids", "null"))
+        detect = partial(onnx_predict, path)
+    else:
+        dev = _run(resolve_device, device)
+        model, cfg, class_names = _run(checkpoint.load, path, dev)
+        metadata = _run(checkpoint.read_metadata, path)[2]
+        category_ids = json.loads(metadata.get("fcos_cli.category_ids", "null"))
+        cfg.post.nms_iou = cfg.post.nms_iou if iou is None else iou
+        cfg.post.max_detections = max_det or cfg.post.max_detections
+        cfg.data.img_size = img_size or cfg.data.img_size
+        detect = partial(predict, model, cfg, batch_size=batch_size, amp=half)
+    category_ids = category_ids or list(range(1, len(class_names) + 1))
     out = next_run_dir(project, name)
     console.print(f"weights: {path}; {len(files)} images -> {out}")
     for other in others:
         err_console.print(f"[yellow]warning:[/yellow] skipped {other}: not an image file", highlight=False)
     with Progress(console=console) as bar:
         task = bar.add_task("predict", total=len(files))
-        run = _run(predict_files, model, cfg, class_names, files, out, category_ids, conf, batch_size, half,
-                   save_images, lambda n: bar.advance(task, n))
+        run = _run(predict_files, detect, class_names, files, out, category_ids, conf, batch_size, save_images,
+                   lambda n: bar.advance(task, n))
     for file, why in run.skipped:
         err_console.print(f"[yellow]warning:[/yellow] skipped {file}: {why}", highlight=False)
     table = Table("class", "detections", title=f"Detections with score >= {conf}")
@@ -383,7 +396,9 @@ def export_cmd(
     out = output or path.with_suffix(".onnx")
     size = img_size or cfg.data.img_size
     torch.manual_seed(0)
-    _run(export_onnx, model, cfg, class_names, out, torch.rand(1, 3, size, size))
+    ids = _run(checkpoint.read_metadata, path)[2].get("fcos_cli.category_ids")
+    _run(export_onnx, model, cfg, class_names, out, torch.rand(1, 3, size, size),
+         extra={"fcos_cli.category_ids": ids} if ids else None)
     check = compare_onnx(out, model, cfg, torch.rand(1, 3, size * 3 // 4, size))  # another size than the export
     console.print(f"wrote {out}; onnxruntime vs PyTorch on a {size * 3 // 4}x{size} input: "
                   f"{check['detections']:.0f} detections, max box difference {check['box']:.2e} px, "

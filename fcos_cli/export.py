@@ -72,7 +72,7 @@ class ExportedDetector(nn.Module):
 
 
 def export_onnx(model: FCOS, cfg: FCOSConfig, class_names: list[str], path: Path, sample: Tensor,
-                opset: int = 17) -> Path:
+                opset: int = 17, extra: dict[str, str] | None = None) -> Path:
     """Write `path` (atomically): dynamic height/width, config and class names as ONNX metadata."""
     import onnx
 
@@ -87,7 +87,9 @@ def export_onnx(model: FCOS, cfg: FCOSConfig, class_names: list[str], path: Path
                           dynamic_axes={"images": {2: "height", 3: "width"}, "boxes": {0: "n"},
                                         "scores": {0: "n"}, "labels": {0: "n"}})
         proto = onnx.load(str(tmp))
-        for key, value in (("fcos_cli.config", json.dumps(to_dict(cfg))), ("fcos_cli.class_names", json.dumps(class_names))):
+        metadata = {"fcos_cli.config": json.dumps(to_dict(cfg)), "fcos_cli.class_names": json.dumps(class_names),
+                    **(extra or {})}
+        for key, value in metadata.items():
             entry = proto.metadata_props.add()
             entry.key, entry.value = key, value
         onnx.save(proto, str(tmp))

@@ -56,3 +56,25 @@ def test_half_safetensors_export_loads(overfit, tmp_path: Path) -> None:
     image = torch.rand(1, 3, 128, 160)
     with torch.no_grad():
         torch.testing.assert_close(model(image).cls_logits[0], reference(image).cls_logits[0], atol=0.05, rtol=0.05)
+
+
+def test_predict_with_the_onnx_file_matches_the_weights(overfit, tmp_path: Path) -> None:
+    import json
+
+    result, root = overfit
+    onnx_path = tmp_path / "m.onnx"
+    runner = CliRunner()
+    assert runner.invoke(app, ["export", "-w", str(result.best), "--output", str(onnx_path)]).exit_code == 0
+    source = str(root / "images" / "train_*.jpg")
+    outputs = {}
+    for name, weights in (("torch", result.best), ("onnx", onnx_path)):
+        # Batch 1 in both: a batch pads smaller images to the largest, which shifts border features a little.
+        run = runner.invoke(app, ["predict", source, "-w", str(weights), "--conf", "0.2", "--no-save-images",
+                                  "--batch-size", "1", "--project", str(tmp_path), "--name", name])
+        assert run.exit_code == 0, run.output
+        outputs[name] = json.loads((tmp_path / name / "predictions.json").read_text())
+    assert len(outputs["onnx"]) == len(outputs["torch"]) >= 4
+    for a, b in zip(outputs["onnx"], outputs["torch"]):
+        assert (a["file_name"], a["category_id"]) == (b["file_name"], b["category_id"])
+        np.testing.assert_allclose(a["bbox"], b["bbox"], atol=0.02)
+        assert abs(a["score"] - b["score"]) < 1e-4

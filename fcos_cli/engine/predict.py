@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import glob
 import json
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,7 +28,7 @@ from ..pipeline import detections_for
 from ..postprocess import Detections
 from .common import autocast
 
-__all__ = ["ImageLike", "predict", "collect_images", "PredictRun", "predict_files"]
+__all__ = ["ImageLike", "predict", "onnx_predict", "collect_images", "PredictRun", "predict_files"]
 
 PALETTE = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#bfef45", "#fabed4",
            "#469990", "#dcbeff", "#9a6324", "#800000", "#aaffc3", "#808000", "#000075"]
@@ -91,10 +93,41 @@ class PredictRun:
     results: list[dict] = field(default_factory=list)  # COCO results with file names
 
 
-def predict_files(model: FCOS, cfg: FCOSConfig, class_names: list[str], files: list[Path], out_dir: Path,
-                  category_ids: list[int], conf: float = 0.25, batch_size: int = 8, amp: bool = False,
+def onnx_predict(path: Path, images: list[ImageLike]) -> list[Detections]:
+    """The same as `predict`, through an ONNX file from `fcos export` and onnxruntime (one image per run)."""
+    import onnx
+    import onnxruntime
+
+    from ..config import from_dict
+
+    metadata = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+    if "fcos_cli.config" not in metadata:
+        raise UserError(f"{path} is an ONNX file without fcos_cli metadata (export it with `fcos export`)")
+    cfg = from_dict(json.loads(metadata["fcos_cli.config"]))
+    session = _onnx_session(str(path), onnxruntime)
+    transform = build_transform(cfg.data.img_size, train=False)
+    results = []
+    for image in images:
+        pixels = _as_uint8(image)
+        resized = transform(image=pixels, bboxes=np.zeros((0, 4), np.float32), labels=np.zeros(0))["image"]
+        scale = np.array([resized.shape[1] / pixels.shape[1], resized.shape[0] / pixels.shape[0]] * 2, np.float32)
+        tensor = (resized.astype(np.float32) / 255).transpose(2, 0, 1)[None]
+        boxes, scores, labels = session.run(None, {"images": np.ascontiguousarray(tensor)})
+        results.append(Detections(boxes=torch.from_numpy(boxes / scale), scores=torch.from_numpy(scores),
+                                  labels=torch.from_numpy(labels)))
+    return results
+
+
+@functools.lru_cache(maxsize=2)
+def _onnx_session(path: str, onnxruntime):
+    return onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+
+
+def predict_files(detect: Callable[[list[np.ndarray]], list[Detections]], class_names: list[str], files: list[Path],
+                  out_dir: Path, category_ids: list[int], conf: float = 0.25, batch_size: int = 8,
                   save_images: bool = True, progress=None) -> PredictRun:
-    """Predict image files; write annotated PNGs and `predictions.json` (COCO results + file names)."""
+    """Predict image files with `detect` (e.g. `partial(predict, model, cfg)` or `partial(onnx_predict, path)`);
+    write annotated PNGs and `predictions.json` (COCO results with file names)."""
     from torchvision.transforms.functional import to_pil_image
     from torchvision.utils import draw_bounding_boxes
 
@@ -108,7 +141,7 @@ def predict_files(model: FCOS, cfg: FCOSConfig, class_names: list[str], files: l
                 loaded.append((path, read_image(path)))
             except UserError as e:  # one bad file must not stop a folder: skip it and say so
                 run.skipped.append((path, str(e)))
-        for (path, pixels), det in zip(loaded, predict(model, cfg, [p for _, p in loaded], batch_size, amp)):
+        for (path, pixels), det in zip(loaded, detect([p for _, p in loaded]) if loaded else []):
             keep = det["scores"] >= conf
             boxes, scores, labels = det["boxes"][keep], det["scores"][keep], det["labels"][keep]
             run.num_images += 1
