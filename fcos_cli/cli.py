@@ -19,6 +19,12 @@ err_console = Console(stderr=True)
 _state = {"debug": False}
 
 
+def _fail(message: str):
+    """One red line on stderr and exit code 2: how every user mistake ends."""
+    err_console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(2)
+
+
 def _run(fn, *args, **kwargs):
     """Call library code; a UserError becomes one red line and exit code 2 (traceback with --debug)."""
     try:
@@ -26,8 +32,7 @@ def _run(fn, *args, **kwargs):
     except UserError as e:
         if _state["debug"]:
             raise
-        err_console.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
-        raise typer.Exit(2) from None
+        _fail(str(e))
 
 
 def _version(value: bool) -> None:
@@ -229,17 +234,13 @@ def eval_cmd(
     model, cfg, class_names = _run(checkpoint.load, path, dev)
     index = _run(open_split, data, "val", images)
     if index.class_names != class_names:
-        _run(_raise, f"the data's classes {index.class_names} differ from the weights' classes {class_names}")
+        _fail(f"the data's classes {index.class_names} differ from the weights' classes {class_names}")
     if img_size:
         cfg.data.img_size = img_size
     out = next_run_dir(project, name)
     result = _run(evaluate, model, cfg, index, dev, batch_size=batch_size, out_dir=out)
     _print_metrics(result)
     console.print(f"wrote {out}/results.json, metrics.json, pr_curve.png")
-
-
-def _raise(message: str):
-    raise UserError(message)
 
 
 @app.command("predict")
