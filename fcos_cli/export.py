@@ -82,6 +82,9 @@ def export_onnx(model: FCOS, cfg: FCOSConfig, class_names: list[str], path: Path
     wrapper = ExportedDetector(model.eval(), cfg).eval()
     with atomic_write(path) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore", torch.jit.TracerWarning)  # shapes are traced on purpose
+        # The legacy exporter on purpose: the dynamo one fails on batched_nms's data-dependent shapes.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", FutureWarning)
         torch.onnx.export(wrapper, (sample,), str(tmp), dynamo=False, opset_version=opset,
                           input_names=["images"], output_names=["boxes", "scores", "labels"],
                           dynamic_axes={"images": {2: "height", 3: "width"}, "boxes": {0: "n"},
