@@ -8,12 +8,42 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from typer.core import TyperGroup
 
 from . import __version__
-from .errors import UserError
+from .errors import UserError, one_line
+
+
+class _OneLineErrors(TyperGroup):
+    """Click's usage errors (a bad option value, an unknown option) as one line too, not a usage box."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        import sys
+
+        try:  # Typer >= 0.24 vendors Click as typer._click; older versions use Click itself
+            from typer._click import exceptions as click
+        except ImportError:
+            from click import exceptions as click
+
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.NoArgsIsHelpError:  # `fcos` alone: Typer's help as usual
+            return super().main(args, prog_name, complete_var, standalone_mode=True, **extra)
+        except click.ClickException as e:
+            hint = f" (see {e.ctx.command_path} --help)" if getattr(e, "ctx", None) is not None else ""
+            err_console.print(f"[red]error:[/red] {e.format_message()}{hint}", highlight=False, soft_wrap=True,
+                              markup=True)
+            sys.exit(e.exit_code)
+        except typer.Abort:
+            err_console.print("[red]aborted[/red]")
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
 
 app = typer.Typer(help="FCOS object detection on any timm backbone.", no_args_is_help=True,
-                  pretty_exceptions_enable=False, add_completion=False)
+                  pretty_exceptions_enable=False, add_completion=False, cls=_OneLineErrors)
 console = Console()
 err_console = Console(stderr=True)
 _state = {"debug": False}
@@ -21,8 +51,16 @@ _state = {"debug": False}
 
 def _fail(message: str):
     """One red line on stderr and exit code 2: how every user mistake ends."""
-    err_console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    from rich.markup import escape
+
+    err_console.print(f"[red]error:[/red] {escape(one_line(message))}", highlight=False, soft_wrap=True)
     raise typer.Exit(2)
+
+
+def _warn(message: str) -> None:
+    from rich.markup import escape
+
+    err_console.print(f"[yellow]warning:[/yellow] {escape(one_line(message))}", highlight=False, soft_wrap=True)
 
 
 def _run(fn, *args, **kwargs):
@@ -90,6 +128,53 @@ def _positive(name: str):
     return check
 
 
+def _check(test, expected: str):
+    """An option callback: `value` must pass `test`, else one line saying what was `expected`."""
+    def check(value):
+        if value is not None and not test(value):
+            raise typer.BadParameter(f"expected {expected}, got {value}")
+        return value
+    return check
+
+
+def _device(value: str) -> str:
+    import re
+
+    if value not in ("auto", "cpu", "cuda") and not re.fullmatch(r"cuda:\d+", value):
+        raise typer.BadParameter(f"expected auto, cpu, cuda or cuda:N, got {value!r}")
+    return value
+
+
+def _size_ranges(text: str, num_levels: int) -> tuple[float, ...]:
+    """--size-ranges: one boundary between each two levels, increasing."""
+    values = _int_list(text, "--size-ranges")
+    if len(values) != num_levels - 1:
+        raise typer.BadParameter(f"expected {num_levels - 1} boundaries for {num_levels} levels "
+                                 f"(e.g. 64,128,256,512), got {text!r}", param_hint="--size-ranges")
+    if any(b <= a for a, b in zip(values, values[1:])):
+        raise typer.BadParameter(f"boundaries must increase, got {text!r}", param_hint="--size-ranges")
+    return tuple(float(v) for v in values)
+
+
+def _report_data(*indexes) -> None:
+    """One warning line per dataset load: the images it skipped and the boxes it dropped or clipped."""
+    seen = set()
+    for index in indexes:
+        if index is None or index.source in seen:  # a --val-fraction split shares its file's report
+            continue
+        seen.add(index.source)
+        parts = []
+        if index.skipped_files:
+            names = ", ".join(f"{path} ({why})" for path, why in index.skipped_files[:3])
+            more = f" and {len(index.skipped_files) - 3} more" if len(index.skipped_files) > 3 else ""
+            parts.append(f"skipped {len(index.skipped_files)} image(s): {names}{more}")
+        parts += [f"dropped {n} {reason}" for reason, n in index.skipped.items() if not reason.startswith("images")]
+        if index.clipped:
+            parts.append(f"clipped {index.clipped} boxes to the image")
+        if parts:
+            _warn(f"{index.source or 'data'}: {'; '.join(parts)}")
+
+
 @app.command("demo-data")
 def demo_data_cmd(
     out: Annotated[str, typer.Argument(help="Directory to write images/, train.json and val.json into.")],
@@ -100,6 +185,8 @@ def demo_data_cmd(
     """Write the built-in synthetic demo dataset (shapes of 8 to 800 px) as COCO JSON + JPEG images."""
     from .data.synthetic import write_demo_data
 
+    if Path(out).exists() and not Path(out).is_dir():
+        _fail(f"{out} is a file; give a folder to write the demo data into")
     path = write_demo_data(out, num_train=num_train, num_val=num_val, seed=seed)
     console.print(f"wrote {num_train} + {num_val} images to {path} (train.json, val.json)")
 
@@ -107,28 +194,33 @@ def demo_data_cmd(
 @app.command("train")
 def train_cmd(
     data: Annotated[str, typer.Option(help="COCO .json, YOLO data.yaml, or 'demo' (built in, generated offline).")] = "demo",
-    backbone: Annotated[Optional[str], typer.Option(help="Any timm model with features at strides 8/16/32 "
+    backbone: Annotated[Optional[str], typer.Option(help="Any timm model; see `fcos backbones` "
                                                     "[default: resnet50, or the --weights' backbone].")] = None,
     preset: Annotated[str, typer.Option(help="paper, improved or torchvision.")] = "improved",
     epochs: Annotated[int, typer.Option(help="Training epochs.", callback=_positive("--epochs"))] = 12,
     batch_size: Annotated[int, typer.Option(help="Images per step.", callback=_positive("--batch-size"))] = 8,
     img_size: Annotated[int, typer.Option(help="Longest image side in pixels.", callback=_positive("--img-size"))] = 640,
-    lr: Annotated[Optional[float], typer.Option(help="Peak learning rate [default: 0.01 sgd, 0.001 adamw].")] = None,
+    lr: Annotated[Optional[float], typer.Option(help="Peak learning rate [default: 0.01 sgd, 0.001 adamw].",
+                                                callback=_positive("--lr"))] = None,
     optimizer: Annotated[str, typer.Option(help="sgd or adamw.")] = "sgd",
-    warmup_steps: Annotated[int, typer.Option(help="Linear warm-up steps (at most a third of training).")] = 500,
+    warmup_steps: Annotated[int, typer.Option(help="Linear warm-up steps (at most a third of training).",
+                                              callback=_check(lambda v: v >= 0, "0 or more"))] = 500,
     schedule: Annotated[str, typer.Option(help="cosine, or step (x0.1 at 2/3 and 8/9 of training).")] = "cosine",
-    grad_clip: Annotated[float, typer.Option(help="Max gradient norm; 0 turns clipping off.")] = 10.0,
+    grad_clip: Annotated[float, typer.Option(help="Max gradient norm; 0 turns clipping off.",
+                                             callback=_check(lambda v: v >= 0, "0 or more"))] = 10.0,
     multi_scale: Annotated[Optional[str], typer.Option(help="Training sizes picked per image, e.g. 288,320,352.")] = None,
     eval_interval: Annotated[int, typer.Option(help="Validate every N epochs (and after the last).",
                                                callback=_positive("--eval-interval"))] = 1,
     fpn_channels: Annotated[int, typer.Option(help="FPN and head width.", callback=_positive("--fpn-channels"))] = 256,
-    head_convs: Annotated[int, typer.Option(help="Convs per head tower.")] = 4,
+    head_convs: Annotated[int, typer.Option(help="Convs per head tower.",
+                                            callback=_check(lambda v: v >= 1, "at least 1"))] = 4,
     size_ranges: Annotated[Optional[str], typer.Option(help="Level size boundaries m_1..m_4 [default: "
                                                        "64,128,256,512].")] = None,
     val_data: Annotated[Optional[str], typer.Option(help="Validation data [default: the data's val split].")] = None,
-    val_fraction: Annotated[float, typer.Option(help="Hold out this fraction of a single COCO file.")] = 0.0,
+    val_fraction: Annotated[float, typer.Option(help="Hold out this fraction of a single COCO file.",
+                                                callback=_check(lambda v: 0 <= v < 1, "a fraction in [0, 1)"))] = 0.0,
     images: Annotated[Optional[str], typer.Option(help="Image folder of a COCO file [default: beside it].")] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.", callback=_device)] = "auto",
     amp: Annotated[bool, typer.Option(help="Mixed precision: bf16 on CPU, fp16 on CUDA.")] = False,
     ema: Annotated[bool, typer.Option(help="Keep an EMA of the weights and evaluate/save it.")] = False,
     weights: Annotated[Optional[Path], typer.Option("--weights", "-w", help="Start from these fcos_cli weights "
@@ -137,8 +229,14 @@ def train_cmd(
                                                   exists=True, dir_okay=False)] = None,
     pretrained_file: Annotated[Optional[Path], typer.Option(help="Local backbone weights (timm names).",
                                                             exists=True, dir_okay=False)] = None,
+    freeze_stages: Annotated[Optional[int], typer.Option(help="Freeze the backbone's stem (0) and first N stages.",
+                                                         min=0)] = None,
+    freeze_bn: Annotated[bool, typer.Option(help="Backbone BatchNorm in eval mode with frozen affine.")] = False,
+    backbone_lr_mult: Annotated[float, typer.Option(help="Backbone learning rate = lr x this.",
+                                                    callback=_positive("--backbone-lr-mult"))] = 1.0,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
-    workers: Annotated[int, typer.Option(help="Data-loading worker processes.")] = 2,
+    workers: Annotated[int, typer.Option(help="Data-loading worker processes (0: load in the main process).",
+                                         callback=_check(lambda v: v >= 0, "0 or more"))] = 2,
     project: Annotated[str, typer.Option(help="Parent folder of runs.")] = "runs/train",
     name: Annotated[str, typer.Option(help="Run name (numbered exp, exp2, ... when taken).")] = "exp",
     exist_ok: Annotated[bool, typer.Option(help="Reuse an existing run folder.")] = False,
@@ -148,7 +246,7 @@ def train_cmd(
     from .config import preset as make_preset
     from .data import open_data
     from .engine.common import next_run_dir, resolve_device
-    from .engine.train import finetune_model, train
+    from .engine.train import TrainingInterrupted, finetune_model, train
 
     dev = _run(resolve_device, device)
     model = None
@@ -166,10 +264,12 @@ def train_cmd(
             backbone = _run(checkpoint.read_metadata, weights)[0].model.backbone.name
         m.backbone.name = backbone or "resnet50"
         m.backbone.pretrained_file = str(pretrained_file) if pretrained_file else None
+        m.backbone.freeze_stages = -1 if freeze_stages is None else freeze_stages
+        m.backbone.freeze_bn, m.backbone.lr_mult = freeze_bn, backbone_lr_mult
         m.fpn.out_channels, m.head.num_convs = fpn_channels, head_convs
         m.head.num_groups = min(m.head.num_groups, max(fpn_channels // 2, 1))  # GroupNorm needs 2+ values at 1x1
         if size_ranges:
-            cfg.targets.size_ranges = tuple(float(v) for v in _int_list(size_ranges, "--size-ranges"))
+            cfg.targets.size_ranges = _size_ranges(size_ranges, len(cfg.model.fpn.levels))
         t.epochs, t.batch_size, t.optimizer, t.seed, t.workers = epochs, batch_size, optimizer, seed, workers
         t.amp, t.ema, t.warmup_steps, t.schedule, t.grad_clip = amp, ema, warmup_steps, schedule, grad_clip
         t.eval_interval = eval_interval
@@ -180,15 +280,36 @@ def train_cmd(
         run_dir = None
     train_index, val_index = _run(open_data, cfg.data.train, cfg.data.val, cfg.data.val_fraction, cfg.train.seed,
                                   cfg.data.images)
+    _report_data(train_index, val_index)
     if weights and not resume:
         model, report = _run(finetune_model, Path(weights), cfg, train_index.class_names)
         for line in report:
             console.print(line)
+    elif not resume and (pretrained_file or freeze_stages is not None or freeze_bn):
+        import torch
+
+        from .model import build_model
+
+        torch.manual_seed(cfg.train.seed)
+        cfg.model.num_classes = len(train_index.class_names)
+        model = _run(build_model, cfg.model)  # built here to report what loaded and what is frozen
+    if model is not None:
+        report = model.backbone.load_report
+        for line in [*(report.lines() if report else []), *(f"frozen: {f}" for f in model.backbone.frozen)]:
+            console.print(line, highlight=False)
     run_dir = run_dir or next_run_dir(project, name, exist_ok)
     console.print(f"training on {len(train_index.records)} images ({', '.join(train_index.class_names)}), "
                   f"validating on {len(val_index.records) if val_index else 0}, device {dev}, run {run_dir}")
-    result = _run(train, cfg, train_index, val_index, run_dir, dev, model=model, console=console,
-                  resume=Path(resume) if resume else None)
+    try:
+        result = _run(train, cfg, train_index, val_index, run_dir, dev, model=model, console=console,
+                      resume=Path(resume) if resume else None)
+    except TrainingInterrupted as stop:
+        err_console.print(f"[yellow]{stop}[/yellow]; continue with: fcos train --resume {stop.last}",
+                          highlight=False, soft_wrap=True)
+        raise typer.Exit(130) from None
+    if result.skipped_steps:
+        err_console.print(f"[yellow]warning:[/yellow] {result.skipped_steps} steps skipped without an update "
+                          f"(non-finite loss or gradients)", highlight=False)
     _print_metrics(result.final)
     console.print(f"{result.seconds:.0f} s; weights: {result.best} (best AP {max(result.best_ap, 0):.3f}), {result.last}")
 
@@ -209,6 +330,77 @@ def _print_metrics(result) -> None:
     console.print(f"mAP {result.metrics['AP']:.3f}  mAP50 {result.metrics['AP50']:.3f}")
 
 
+def _size_pair(text: str, flag: str) -> tuple[int, int]:
+    values = _int_list(text, flag)
+    if len(values) == 1:
+        values = values * 2
+    if len(values) != 2:
+        raise typer.BadParameter(f"expected H,W (or one side), got {text!r}", param_hint=flag)
+    return values[0], values[1]
+
+
+@app.command("backbones")
+def backbones_cmd(
+    pattern: Annotated[Optional[str], typer.Argument(help="timm name pattern, e.g. 'convnext*'; a plain word "
+                                                     "matches anywhere in the name (default: all models).")] = None,
+    limit: Annotated[int, typer.Option(help="Probe at most this many matching models (0.1-0.3 s each: built and "
+                                           "run on the meta device, no weights); 0 probes them all.", min=0)] = 30,
+    all_models: Annotated[bool, typer.Option("--all", help="Also list the models that cannot work, and why.")
+                          ] = False,
+    check: Annotated[Optional[str], typer.Option(help="Build FCOS on this timm model and run one forward on a "
+                                                 "dummy image, printing the shapes per level.")] = None,
+    img_size: Annotated[str, typer.Option(help="H,W of the --check image (padded to a multiple of 32).")] = "320,480",
+) -> None:
+    """List timm backbones that work with FCOS (strides, channels, simple pyramid or not), or --check one."""
+    import time
+
+    import timm
+    from rich.markup import escape
+    from rich.table import Table
+
+    from .model.backbone import check_backbone, probe_backbone, suggest_backbones
+
+    if check:
+        size = _size_pair(img_size, "--img-size")
+        if not timm.is_model(check):
+            close = suggest_backbones(check)
+            hint = f"; close matches: {', '.join(close)}" if close else ""
+            raise typer.BadParameter(f"unknown timm model {check!r}{hint}", param_hint="--check")
+        rows = _run(check_backbone, check, size)
+        table = Table("part", "stride", "shape (B, C, H, W)", title=f"{check} on a {size[0]}x{size[1]} image")
+        for part, stride, shape in rows:
+            table.add_row(part, str(stride), str(shape))
+        console.print(table)
+        pyramid = any(part == "pyramid" for part, _, _ in rows)
+        console.print(f"ok: {check} works with FCOS{' through the simple feature pyramid' if pyramid else ''}")
+        return
+    query = pattern if pattern is None or any(c in pattern for c in "*?[") else f"*{pattern}*"
+    names = timm.list_models(query) if query else timm.list_models()
+    if not names:
+        _fail(f"no timm model matches {pattern!r}")
+    probed = names[:limit] if limit else names
+    start = time.perf_counter()
+    probes = [probe_backbone(name) for name in probed]
+    table = Table(title=f"timm backbones matching {query or '*'}")
+    table.add_column("model", no_wrap=True)  # full names: they are what --backbone takes
+    for column in ("timm strides", "channels", "layout", "C3-C5 from"):
+        table.add_column(column, overflow="fold")
+    for p in probes:
+        if p.error is None:
+            table.add_row(p.name, ",".join(map(str, p.reductions)), ",".join(map(str, p.channels)),
+                          "NHWC" if p.nhwc else "NCHW", "simple pyramid" if p.pyramid else "timm levels")
+        elif all_models:
+            table.add_row(p.name, "-", "-", "-", f"[red]no:[/red] {escape(p.error[:70])}")
+    console.print(table)
+    failing = [p for p in probes if p.error is not None]
+    console.print(f"{len(probes) - len(failing)} of {len(probes)} probed work"
+                  f"{f' ({len(failing)} cannot: --all shows why)' if failing and not all_models else ''}; "
+                  f"{time.perf_counter() - start:.1f} s", highlight=False)
+    if len(probed) < len(names):
+        console.print(f"probed the first {len(probed)} of {len(names)} matches: narrow PATTERN or pass --limit 0",
+                      highlight=False)
+
+
 @app.command("eval")
 def eval_cmd(
     weights: Annotated[Optional[Path], typer.Option("--weights", "-w", help="Weights file [default: newest "
@@ -218,7 +410,7 @@ def eval_cmd(
     batch_size: Annotated[int, typer.Option(help="Images per batch.", callback=_positive("--batch-size"))] = 8,
     img_size: Annotated[Optional[int], typer.Option(help="Longest side [default: the weights' training size].",
                                                     callback=_positive("--img-size"))] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.", callback=_device)] = "auto",
     project: Annotated[str, typer.Option(help="Parent folder of eval outputs.")] = "runs/eval",
     name: Annotated[str, typer.Option(help="Output folder name (numbered when taken).")] = "exp",
 ) -> None:
@@ -233,6 +425,7 @@ def eval_cmd(
     dev = _run(resolve_device, device)
     model, cfg, class_names = _run(checkpoint.load, path, dev)
     index = _run(open_split, data, "val", images)
+    _report_data(index)
     if index.class_names != class_names:
         _fail(f"the data's classes {index.class_names} differ from the weights' classes {class_names}")
     if img_size:
@@ -258,7 +451,7 @@ def predict_cmd(
                                                     callback=_positive("--img-size"))] = None,
     batch_size: Annotated[int, typer.Option(help="Images per batch.", callback=_positive("--batch-size"))] = 8,
     half: Annotated[bool, typer.Option(help="Half precision: fp16 on CUDA, bf16 on CPU.")] = False,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.", callback=_device)] = "auto",
     save_images: Annotated[bool, typer.Option(help="Write annotated images.")] = True,
     project: Annotated[str, typer.Option(help="Parent folder of prediction runs.")] = "runs/predict",
     name: Annotated[str, typer.Option(help="Output folder name (numbered when taken).")] = "exp",
@@ -278,7 +471,11 @@ def predict_cmd(
     if path.suffix == ".onnx":  # NMS settings and size are baked into the exported graph
         import onnx
 
-        metadata = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+        try:
+            proto = onnx.load(str(path), load_external_data=False)
+        except Exception as e:  # noqa: BLE001 - protobuf raises several types for a file that is not ONNX
+            _fail(f"--weights {path} is not a readable ONNX file ({type(e).__name__}); write one with `fcos export`")
+        metadata = {p.key: p.value for p in proto.metadata_props}
         class_names = json.loads(metadata.get("fcos_cli.class_names", "[]"))
         category_ids = json.loads(metadata.get("fcos_cli.category_ids", "null"))
         detect = partial(onnx_predict, path)
@@ -295,13 +492,13 @@ def predict_cmd(
     out = next_run_dir(project, name)
     console.print(f"weights: {path}; {len(files)} images -> {out}")
     for other in others:
-        err_console.print(f"[yellow]warning:[/yellow] skipped {other}: not an image file", highlight=False)
+        _warn(f"skipped {other}: not an image file")
     with Progress(console=console) as bar:
         task = bar.add_task("predict", total=len(files))
         run = _run(predict_files, detect, class_names, files, out, category_ids, conf, batch_size, save_images,
                    lambda n: bar.advance(task, n))
     for file, why in run.skipped:
-        err_console.print(f"[yellow]warning:[/yellow] skipped {file}: {why}", highlight=False)
+        _warn(f"skipped {file}: {why}")
     table = Table("class", "detections", title=f"Detections with score >= {conf}")
     for cls in class_names:
         table.add_row(cls, str(run.per_class.get(cls, 0)))
@@ -322,7 +519,8 @@ def inspect_targets_cmd(
     size_ranges: Annotated[Optional[str], typer.Option(help="Level boundaries m_1..m_4, e.g. 64,128,256,512.")] = None,
     center_sampling_radius: Annotated[Optional[float], typer.Option(help="In strides; 0 turns it off.", min=0.0)] = None,
     num_images: Annotated[int, typer.Option(help="Images to explain.", callback=_positive("--num-images"))] = 4,
-    split: Annotated[str, typer.Option(help="Split of the data: train or val.")] = "train",
+    split: Annotated[str, typer.Option(help="Split of the data: train or val.",
+                                       callback=_check(lambda v: v in ("train", "val"), "train or val"))] = "train",
     draw: Annotated[bool, typer.Option(help="Write one overlay PNG per image and level.")] = True,
     project: Annotated[str, typer.Option(help="Parent folder of inspections.")] = "runs/inspect",
     name: Annotated[str, typer.Option(help="Output folder name (numbered when taken).")] = "exp",
@@ -343,10 +541,11 @@ def inspect_targets_cmd(
         cfg.data.img_size = 800
     cfg.data.img_size = img_size or cfg.data.img_size
     if size_ranges:
-        cfg.targets.size_ranges = tuple(float(v) for v in _int_list(size_ranges, "--size-ranges"))
+        cfg.targets.size_ranges = _size_ranges(size_ranges, len(cfg.model.fpn.levels))
     if center_sampling_radius is not None:
         cfg.targets.center_sampling_radius = center_sampling_radius
     index = _run(open_split, data, split)
+    _report_data(index)
     cfg.model.num_classes = len(index.class_names)
     out = next_run_dir(project, name)
     stats = _run(inspect_dataset, index, cfg, num_images, out, draw)
@@ -366,6 +565,48 @@ def inspect_targets_cmd(
     console.print(table)
     console.print(f"wrote {out}: assignments.json, positives/boxes/rejected.csv, stats.json"
                   f"{', one overlay PNG per image and level' if draw else ''}")
+
+
+@app.command("import-weights")
+def import_weights_cmd(
+    source: Annotated[Path, typer.Argument(help="A .pth checkpoint of a COCO-trained FCOS (state dict, or one "
+                                           "under 'state_dict'/'model').", exists=True, dir_okay=False)],
+    from_: Annotated[str, typer.Option("--from", help="Who trained it: torchvision, mmdet or fcos-original "
+                                       "(tianzhi0549/FCOS).")],
+    output: Annotated[Optional[Path], typer.Option(help="Output weights (default: SOURCE with the suffix .safetensors).")] = None,
+    variant: Annotated[str, typer.Option(help="mmdet / fcos-original: paper, or improved (imprv / 'tricks': "
+                                         "center-ness on the regression tower, normalised boxes). auto reads the "
+                                         "mmdet config in the file, else the file name, else paper.")] = "auto",
+    allow_partial: Annotated[bool, typer.Option(help="Write even with source tensors left over or tensors of ours "
+                                                "unfilled (those keep their random init).")] = False,
+) -> None:
+    """Convert a COCO-trained FCOS (torchvision, mmdetection, original FCOS) into fcos_cli weights for predict/eval."""
+    from .import_weights import SOURCES, VARIANTS, import_weights
+
+    if from_ not in SOURCES:
+        raise typer.BadParameter(f"expected one of {', '.join(SOURCES)}", param_hint="--from")
+    if variant not in VARIANTS:
+        raise typer.BadParameter(f"expected one of {', '.join(VARIANTS)}", param_hint="--variant")
+    report = _run(import_weights, source, from_, output, variant, allow_partial)
+    for src, ours, shape in report.used:
+        console.print(f"  used      {src} -> {ours} {list(shape)}", highlight=False, soft_wrap=True)
+    for ours, why in report.filled:
+        console.print(f"  filled    {ours}: {why}", highlight=False, soft_wrap=True)
+    for src in report.left_over:
+        console.print(f"  [red]left over[/red] {src}", highlight=False, soft_wrap=True)
+    for ours in report.unfilled:
+        console.print(f"  [red]unfilled[/red]  {ours}", highlight=False, soft_wrap=True)
+    for note in report.notes:
+        console.print(f"  note: {note}", highlight=False, soft_wrap=True)
+    console.print(f"{len(report.used)} tensors used, {len(report.filled)} filled with exact constants, "
+                  f"{len(report.left_over)} left over, {len(report.unfilled)} unfilled; backbone {report.backbone}, "
+                  f"preset {report.variant} ({report.variant_reason}), {len(report.class_names)} classes", highlight=False,
+                  soft_wrap=True)
+    if report.written is None:
+        _fail(f"{source}: {len(report.left_over)} source tensors left over and {len(report.unfilled)} of ours unfilled "
+              f"(listed above); nothing written (--allow-partial writes it anyway)")
+    console.print(f"wrote {report.written}; try: fcos predict IMAGES -w {report.written}", highlight=False,
+                  soft_wrap=True)
 
 
 @app.command("export")

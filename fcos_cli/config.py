@@ -27,6 +27,9 @@ class BackboneConfig:
     name: str = "resnet50"
     pretrained: bool = False
     pretrained_file: str | None = None  # local weights only: no hub download at run time
+    freeze_stages: int = -1  # -1 trains all; 0 freezes the stem; N the stem and the first N stages
+    freeze_bn: bool = False  # BatchNorm -> FrozenBatchNorm2d (statistics and affine fixed, as in the paper)
+    lr_mult: float = 1.0  # learning rate of the timm body relative to the rest (FPN, head, simple pyramid)
 
 
 @dataclass
@@ -55,6 +58,13 @@ class ModelConfig:
     fpn: FPNConfig = field(default_factory=FPNConfig)
     head: HeadConfig = field(default_factory=HeadConfig)
     size_divisor: int = 32  # inputs are padded to a multiple of this (after normalisation)
+    # Input normalisation of imported weights, in 0-255 units and the backbone's channel order (as
+    # detectron2/mmdet write it); None: the backbone's timm mean/std. Caffe-trained ResNets use
+    # mean (102.9801, 115.9465, 122.7717), std (1, 1, 1) on BGR.
+    pixel_mean: tuple[float, float, float] | None = None
+    pixel_std: tuple[float, float, float] | None = None
+    channel_order: Literal["rgb", "bgr"] = "rgb"
+    stride_in_1x1: bool = False  # ResNet: stride 2 on the bottleneck's 1x1 conv (caffe/MSRA), not its 3x3 (timm)
 
 
 @dataclass
@@ -114,6 +124,7 @@ class TrainConfig:
     amp: bool = False  # bf16 autocast on CPU, fp16 with GradScaler on CUDA
     ema: bool = False
     eval_interval: int = 1  # validate every N epochs (and after the last)
+    max_nonfinite_steps: int = 20  # stop after this many non-finite losses/gradients in a row
     seed: int = 0
     workers: int = 2
 

@@ -12,23 +12,29 @@ from .records import DatasetIndex, ImageRecord
 __all__ = ["DatasetIndex", "ImageRecord", "open_data", "open_split"]
 
 
-def open_split(data: str | Path, split: str = "train", images_dir: str | Path | None = None) -> DatasetIndex:
-    """One split of `demo`, a COCO JSON file (the split is the file) or a YOLO data.yaml."""
+def open_split(data: str | Path, split: str = "train", images_dir: str | Path | None = None,
+               flag: str = "--data") -> DatasetIndex:
+    """One split of `demo`, a COCO JSON file (the split is the file) or a YOLO data.yaml.
+
+    `flag` names the option the path came from in error messages.
+    """
     from .coco import load_coco
     from .synthetic import ensure_demo_data
 
+    if split not in ("train", "val"):
+        raise UserError(f"split {split!r}: expected train or val")
     if str(data) == "demo":
         return load_coco(ensure_demo_data() / f"{split}.json")
     path = Path(data)
     if not path.exists():
-        raise UserError(f"--data {data}: no such file or directory (give a COCO .json, a YOLO data.yaml, or demo)")
+        raise UserError(f"{flag} {data}: no such file or directory (give a COCO .json, a YOLO data.yaml, or demo)")
     if path.suffix.lower() == ".json":
         return load_coco(path, images_dir)
     if path.suffix.lower() in (".yaml", ".yml") or path.is_dir():
         from .yolo import load_yolo
 
         return load_yolo(path, split)
-    raise UserError(f"--data {data}: expected a COCO .json, a YOLO data.yaml, or demo")
+    raise UserError(f"{flag} {data}: expected a COCO .json, a YOLO data.yaml, or demo")
 
 
 def open_data(data: str | Path, val_data: str | Path | None = None, val_fraction: float = 0.0,
@@ -37,7 +43,7 @@ def open_data(data: str | Path, val_data: str | Path | None = None, val_fraction
     `val_data` or `val_fraction` (a seeded split of its images)."""
     train = open_split(data, "train", images_dir)
     if val_data is not None:
-        val = open_split(val_data, "val")
+        val = open_split(val_data, "val", flag="--val-data")
     elif str(data) == "demo" or Path(data).suffix.lower() in (".yaml", ".yml") or Path(data).is_dir():
         val = open_split(data, "val", images_dir) if val_fraction == 0 else None
     else:
@@ -46,6 +52,9 @@ def open_data(data: str | Path, val_data: str | Path | None = None, val_fraction
         order = list(range(len(train.records)))
         random.Random(seed).shuffle(order)
         num_val = max(1, round(len(order) * val_fraction))
+        if num_val >= len(order):
+            raise UserError(f"--val-fraction {val_fraction} of {len(order)} images leaves none for training; "
+                            f"use a smaller fraction or --val-data")
         held = set(order[:num_val])
         val = replace(train, records=[r for i, r in enumerate(train.records) if i in held])
         train = replace(train, records=[r for i, r in enumerate(train.records) if i not in held])

@@ -48,8 +48,9 @@ def read_image(path) -> np.ndarray:
 class DetectionDataset(torch.utils.data.Dataset):
     """(image (3, H, W) 0-1, Target, ImageMeta) per record, after `transform` (albumentations)."""
 
-    def __init__(self, records: list[ImageRecord], transform) -> None:
+    def __init__(self, records: list[ImageRecord], transform, seed: int = 0) -> None:
         self.records, self.transform = records, transform
+        self.seed, self.epoch = seed, 0  # the loop sets `epoch`; workers get a copy per epoch
 
     def __len__(self) -> int:
         return len(self.records)
@@ -57,8 +58,9 @@ class DetectionDataset(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> tuple[Tensor, Target, ImageMeta]:
         record = self.records[index]
         image = read_image(record.path)
-        # Seeded from torch's RNG: reproducible under torch.manual_seed and DataLoader worker seeding.
-        self.transform.set_random_seed(int(torch.randint(2**31 - 1, ()).item()))
+        # A function of (seed, epoch, index) alone: the same augmentation whichever worker, rank or
+        # resumed mid-epoch run loads this image.
+        self.transform.set_random_seed(int(np.random.SeedSequence([self.seed, self.epoch, index]).generate_state(1)[0]))
         height, width = image.shape[:2]
         out = self.transform(image=image, bboxes=record.boxes.reshape(-1, 4), labels=record.labels)
         pixels = torch.from_numpy(np.ascontiguousarray(out["image"])).permute(2, 0, 1).float() / 255

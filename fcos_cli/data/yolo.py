@@ -3,28 +3,33 @@
 from __future__ import annotations
 
 import math
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import yaml
-from PIL import Image
 
 from ..errors import UserError
-from .records import DatasetIndex, ImageRecord, read_mapping
+from .records import MISSING_IMAGE, BoxCheck, DatasetIndex, ImageRecord, image_size, read_mapping
 
 __all__ = ["load_yolo", "IMAGE_SUFFIXES"]
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
-_EXIF_ORIENTATION = 0x0112
 
 
 def _class_names(cfg: dict, yaml_path: Path, root: Path) -> list[str]:
     names = cfg.get("names")
     if isinstance(names, dict):
-        return [str(names[k]) for k in sorted(names, key=int)]
+        if not all(isinstance(k, int) for k in names):
+            raise UserError(f"{yaml_path}: 'names' keys must be class numbers 0..K-1, got {list(names)[:5]}")
+        if sorted(names) != list(range(len(names))):
+            raise UserError(f"{yaml_path}: 'names' must number the classes 0..{len(names) - 1}, got {sorted(names)}")
+        return [str(names[k]) for k in sorted(names)]
     if isinstance(names, list):
+        if not names:
+            raise UserError(f"{yaml_path}: 'names' is empty; list the class names")
         return [str(n) for n in names]
+    if names is not None:
+        raise UserError(f"{yaml_path}: 'names' must be a list or a mapping of class numbers to names, got {names!r:.60}")
     for folder in (yaml_path.parent, root):
         if (folder / "classes.txt").is_file():
             return [line.strip() for line in (folder / "classes.txt").read_text().splitlines() if line.strip()]
@@ -34,6 +39,8 @@ def _class_names(cfg: dict, yaml_path: Path, root: Path) -> list[str]:
 def _image_files(entry: str | list, root: Path, yaml_path: Path) -> list[Path]:
     files: list[Path] = []
     for item in entry if isinstance(entry, list) else [entry]:
+        if not isinstance(item, str):
+            raise UserError(f"{yaml_path}: expected a folder or .txt list of images, got {item!r:.60}")
         path = Path(item) if Path(item).is_absolute() else root / item
         if path.is_dir():
             files += [p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES]
@@ -53,16 +60,14 @@ def _label_file(image: Path) -> Path:
     return Path(*parts).with_suffix(".txt")
 
 
-def _size(image: Path) -> tuple[int, int]:
-    """(width, height) as the image will be loaded, EXIF orientation applied."""
+def _label_lines(label_file: Path) -> list[str]:
+    """Lines of an image's label file; none when it has no file (a negative image)."""
+    if not label_file.is_file():
+        return []
     try:
-        with Image.open(image) as im:
-            width, height = im.size
-            if im.getexif().get(_EXIF_ORIENTATION) in (5, 6, 7, 8):
-                width, height = height, width
-    except OSError as e:
-        raise UserError(f"cannot read image {image}: {e}") from None
-    return width, height
+        return label_file.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"cannot read label file {label_file}: {getattr(e, 'strerror', None) or e}") from None
 
 
 def load_yolo(yaml_path: str | Path, split: str = "train") -> DatasetIndex:
@@ -79,29 +84,35 @@ def load_yolo(yaml_path: str | Path, split: str = "train") -> DatasetIndex:
     files = _image_files(cfg[split], root, yaml_path)
     if not files:
         raise UserError(f"{yaml_path}: no images for {split!r} (expected {', '.join(sorted(IMAGE_SUFFIXES))})")
-    skipped: Counter[str] = Counter()
-    records = []
-    for image_id, image in enumerate(files):
-        width, height = _size(image)
+    check, skipped_files, records = BoxCheck(), [], []
+    for image in files:
+        size = image_size(image)
+        if isinstance(size, str):
+            check.skipped[size] += 1
+            skipped_files.append((image, "missing" if size == MISSING_IMAGE else "not a readable image"))
+            continue
+        width, height = size
         boxes, labels = [], []
-        label_file = _label_file(image)
-        lines = label_file.read_text().splitlines() if label_file.is_file() else []
-        for number, line in enumerate(lines, 1):
+        for number, line in enumerate(_label_lines(_label_file(image)), 1):
             if not line.strip():
                 continue
             try:
                 cls, cx, cy, w, h = (float(v) for v in line.split())
             except ValueError:
-                raise UserError(f"{label_file}:{number}: expected 'class cx cy w h', got {line.strip()!r}") from None
-            if cls != int(cls) or not 0 <= cls < len(names):
-                raise UserError(f"{label_file}:{number}: class {cls:g} is not in 0..{len(names) - 1}")
-            x0, x1 = max((cx - w / 2) * width, 0.0), min((cx + w / 2) * width, width)
-            y0, y1 = max((cy - h / 2) * height, 0.0), min((cy + h / 2) * height, height)
-            if any(math.isnan(v) for v in (x0, y0, x1, y1)) or x1 - x0 <= 0 or y1 - y0 <= 0:
-                skipped["empty or invalid box"] += 1
-                continue
-            boxes.append([x0, y0, x1, y1])
-            labels.append(int(cls))
+                raise UserError(f"{_label_file(image)}:{number}: expected 'class cx cy w h', "
+                                f"got {line.strip()!r:.80}") from None
+            if not math.isfinite(cls) or cls != int(cls) or not 0 <= cls < len(names):
+                raise UserError(f"{_label_file(image)}:{number}: class {cls:g} is not in 0..{len(names) - 1} "
+                                f"(the classes of {yaml_path})")
+            box = check((cx - w / 2) * width, (cy - h / 2) * height, (cx + w / 2) * width, (cy + h / 2) * height,
+                        width, height)
+            if box is not None:
+                boxes.append(box)
+                labels.append(int(cls))
         records.append(ImageRecord(image, np.array(boxes, np.float32).reshape(-1, 4), np.array(labels, np.int64),
-                                   image_id, width, height))
-    return DatasetIndex(records, names, [], dict(skipped))
+                                   len(records), width, height))
+    if not records:
+        raise UserError(f"{yaml_path}: none of the {len(files)} {split!r} images can be read (first: "
+                        f"{skipped_files[0][0]}, {skipped_files[0][1]})")
+    return DatasetIndex(records, names, [], dict(check.skipped), check.clipped, skipped_files,
+                        f"{yaml_path} ({split})")

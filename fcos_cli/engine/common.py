@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
+import signal
+from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 
@@ -14,7 +17,7 @@ from ..data.transforms import build_transform
 from ..config import FCOSConfig
 from ..errors import UserError
 
-__all__ = ["resolve_device", "autocast", "loader", "next_run_dir"]
+__all__ = ["resolve_device", "autocast", "loader", "next_run_dir", "EpochSampler"]
 
 
 def resolve_device(device: str) -> torch.device:
@@ -38,16 +41,49 @@ def autocast(device: torch.device, enabled: bool):
 
 
 def loader(index: DatasetIndex, cfg: FCOSConfig, mean: tuple[float, ...], train: bool,
-           batch_size: int | None = None, workers: int | None = None, seed: int = 0) -> torch.utils.data.DataLoader:
-    """Batches of `Batch`; training shuffles with a seeded generator and drops nothing."""
+           batch_size: int | None = None, workers: int | None = None, seed: int = 0, num_replicas: int = 1,
+           rank: int = 0) -> torch.utils.data.DataLoader:
+    """Batches of `Batch`; training shuffles with an `EpochSampler` (call its `set_epoch`) and drops nothing
+    on one process."""
     d = cfg.data
     transform = build_transform(d.img_size, train, d.multi_scale, d.hflip, d.color_jitter)
     workers = cfg.train.workers if workers is None else workers
+    dataset = DetectionDataset(index.records, transform, seed=seed)
     return torch.utils.data.DataLoader(
-        DetectionDataset(index.records, transform), batch_size=batch_size or cfg.train.batch_size, shuffle=train,
+        dataset, batch_size=batch_size or cfg.train.batch_size,
+        sampler=EpochSampler(len(dataset), seed, num_replicas, rank) if train else None,
         num_workers=workers, collate_fn=partial(collate, pad_value=mean, size_divisor=cfg.model.size_divisor),
-        generator=torch.Generator().manual_seed(seed) if train else None, pin_memory=torch.cuda.is_available(),
+        pin_memory=torch.cuda.is_available(), worker_init_fn=_ignore_sigint if workers else None,
     )
+
+
+def _ignore_sigint(_: int) -> None:
+    """Ctrl-C is the main process's to handle (it finishes the step and saves); workers carry on."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+class EpochSampler(torch.utils.data.Sampler[int]):
+    """This rank's share of a permutation seeded by (seed, epoch), optionally from an offset.
+
+    The order is a function of the epoch alone (torch's `DistributedSampler`), so a run resumed in
+    the middle of an epoch skips exactly the images it had already trained on.
+    """
+
+    def __init__(self, size: int, seed: int, num_replicas: int = 1, rank: int = 0) -> None:
+        # drop_last with several ranks: each image at most once per epoch, shares of equal length.
+        self.base = torch.utils.data.DistributedSampler(range(size), num_replicas, rank, shuffle=True, seed=seed,
+                                                        drop_last=num_replicas > 1)
+        self.skip = 0
+
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        self.base.set_epoch(epoch)
+        self.skip = skip
+
+    def __iter__(self) -> Iterator[int]:
+        return itertools.islice(iter(self.base), self.skip, None)
+
+    def __len__(self) -> int:
+        return len(self.base) - self.skip
 
 
 def next_run_dir(project: str | Path, name: str, exist_ok: bool = False) -> Path:

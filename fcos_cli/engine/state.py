@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 from pathlib import Path
 
@@ -49,9 +50,18 @@ def _int_keys(state: dict) -> dict:
     return {**state, "state": {int(k): v for k, v in state["state"].items()}}
 
 
+def _previous(path: Path) -> Path:
+    return path.with_name(path.name.removesuffix(".safetensors") + ".prev.safetensors")
+
+
 def save_state(path: Path, model: torch.nn.Module, optimizer, scheduler, scaler, epoch: int, step: int,
-               best_ap: float, checkpoint_id: str) -> None:
-    """Raw model weights, optimizer, scheduler, AMP scaler and RNG states, written atomically."""
+               best_ap: float, checkpoint_id: str, progress: dict | None = None) -> None:
+    """Raw model weights, optimizer, scheduler, AMP scaler and RNG states, written atomically.
+
+    The state is written before its weights file; the one before it is kept as `*.prev.safetensors`
+    so that a kill between the two writes still leaves a matching (weights, state) pair.
+    `progress` (JSON) holds the position inside an unfinished epoch.
+    """
     tensors: dict[str, torch.Tensor] = {}
     tree = {
         "model": _split(model.state_dict(), "model", tensors),
@@ -64,7 +74,10 @@ def save_state(path: Path, model: torch.nn.Module, optimizer, scheduler, scaler,
                                                   np.random.get_state())}, "rng_numpy", tensors),
     }
     metadata = {"fcos_cli.train_state": json.dumps(tree, default=_np_default), "fcos_cli.epoch": str(epoch),
-                "fcos_cli.step": str(step), "fcos_cli.best_ap": str(best_ap), "fcos_cli.checkpoint_id": checkpoint_id}
+                "fcos_cli.step": str(step), "fcos_cli.best_ap": str(best_ap), "fcos_cli.checkpoint_id": checkpoint_id,
+                "fcos_cli.progress": json.dumps(progress or {})}
+    if path.is_file():
+        os.replace(path, _previous(path))
     with atomic_write(path) as tmp:
         save_file(tensors, str(tmp), metadata=metadata)
 
@@ -77,20 +90,30 @@ def _np_default(value):
     raise TypeError(type(value))
 
 
-def load_state(path: Path, model: torch.nn.Module, optimizer, scheduler, scaler,
-               checkpoint_id: str | None) -> tuple[int, int, float]:
-    """Restore everything `save_state` wrote; returns (epoch, step, best_ap) of that checkpoint."""
-    if not path.is_file():
-        raise UserError(f"cannot resume: the training state {path} is missing (it is written beside last.safetensors)")
+def _read(path: Path) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
     try:
         with safe_open(str(path), framework="pt") as f:
-            metadata = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
+            return f.metadata() or {}, {k: f.get_tensor(k) for k in f.keys()}
     except (SafetensorError, OSError, ValueError) as e:
         raise UserError(f"cannot resume from {path}: unreadable ({e})") from None
-    if "fcos_cli.train_state" not in metadata:
-        raise UserError(f"cannot resume from {path}: not an fcos_cli training state")
-    if checkpoint_id is not None and metadata.get("fcos_cli.checkpoint_id") != checkpoint_id:
+
+
+def load_state(path: Path, model: torch.nn.Module, optimizer, scheduler, scaler,
+               checkpoint_id: str | None) -> tuple[int, int, float, dict]:
+    """Restore the state that belongs to the weights with `checkpoint_id` (this file or the one before).
+
+    Returns (epoch, step, best_ap, progress) of that checkpoint.
+    """
+    candidates = [p for p in (path, _previous(path)) if p.is_file()]
+    if not candidates:
+        raise UserError(f"cannot resume: the training state {path} is missing (it is written beside last.safetensors)")
+    for candidate in candidates:
+        metadata, tensors = _read(candidate)
+        if "fcos_cli.train_state" not in metadata:
+            raise UserError(f"cannot resume from {candidate}: not an fcos_cli training state")
+        if checkpoint_id is None or metadata.get("fcos_cli.checkpoint_id") == checkpoint_id:
+            break
+    else:
         raise UserError(f"cannot resume: {path} is from another checkpoint than its weights file "
                         f"(step {metadata.get('fcos_cli.step')}); the pair does not match")
     tree = _join(json.loads(metadata["fcos_cli.train_state"]), tensors)
@@ -106,4 +129,5 @@ def load_state(path: Path, model: torch.nn.Module, optimizer, scheduler, scaler,
     random.setstate((version, tuple(state), gauss))
     n = tree["rng_numpy"]
     np.random.set_state((n["kind"], np.asarray(n["keys"], dtype=np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
-    return int(metadata["fcos_cli.epoch"]), int(metadata["fcos_cli.step"]), float(metadata["fcos_cli.best_ap"])
+    return (int(metadata["fcos_cli.epoch"]), int(metadata["fcos_cli.step"]), float(metadata["fcos_cli.best_ap"]),
+            json.loads(metadata.get("fcos_cli.progress", "{}")))

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import math
 import random
+import signal
+import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,13 +25,14 @@ from ..atomic import atomic_write
 from ..config import FCOSConfig, TrainConfig, to_dict
 from ..data.records import DatasetIndex
 from ..errors import UserError
+from ..losses import FCOSLosses
 from ..model import FCOS, build_model
 from ..pipeline import loss_for
 from .common import autocast, loader
 from .evaluate import EvalResult, evaluate
 from .state import load_state, save_state, state_path
 
-__all__ = ["TrainResult", "train", "build_optimizer", "lr_factor", "finetune_model"]
+__all__ = ["TrainResult", "TrainingInterrupted", "TrainingDiverged", "train", "build_optimizer", "lr_factor", "finetune_model"]
 
 LOSS_NAMES = ("loss", "cls", "box", "centerness")
 
@@ -41,13 +45,26 @@ class TrainResult:
     final: EvalResult | None
     best_ap: float
     seconds: float
+    skipped_steps: int = 0  # steps without an update (non-finite loss or gradients)
 
 
-def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """No weight decay on norms, biases and per-level scales (1-D parameters)."""
-    decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
-    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+def build_optimizer(model: torch.nn.Module, cfg: TrainConfig,
+                    backbone_lr_mult: float | None = None) -> torch.optim.Optimizer:
+    """No weight decay on norms, biases and per-level scales (1-D parameters); frozen parameters left out.
+
+    `backbone_lr_mult` (default: the model's `backbone.lr_mult`, from `BackboneConfig.lr_mult`) scales the
+    learning rate of the pretrained timm body; its simple pyramid, the FPN and the head keep `cfg.lr`.
+    The scheduler's factor multiplies every group, so the ratio holds through warm-up and decay.
+    """
+    backbone = getattr(model, "backbone", None)
+    mult = backbone_lr_mult if backbone_lr_mult is not None else getattr(backbone, "lr_mult", 1.0)
+    body = {id(p) for p in backbone.body.parameters()} if backbone is not None and mult != 1.0 else set()
+    groups = []  # the rest first: param_groups[0]["lr"] stays the base rate that metrics.csv logs
+    for lr_scale, in_body in ((1.0, False), (mult, True)) if body else ((1.0, False),):
+        params = [p for p in model.parameters() if p.requires_grad and (id(p) in body) == in_body]
+        groups += [{"params": [p for p in params if p.ndim > 1], "weight_decay": cfg.weight_decay,
+                    "lr": cfg.lr * lr_scale},
+                   {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0, "lr": cfg.lr * lr_scale}]
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(groups, lr=cfg.lr)
     return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
@@ -137,6 +154,59 @@ def _write_csv(rows: list[dict], path: Path) -> None:
         writer.writerows(rows)
 
 
+class TrainingInterrupted(Exception):
+    """Ctrl-C: the step in progress finished and `last` holds it; `--resume last` continues from there."""
+
+    def __init__(self, last: Path, epoch: int, step: int) -> None:
+        super().__init__(f"interrupted at step {step} (epoch {epoch}); saved {last}")
+        self.last, self.epoch, self.step = last, epoch, step
+
+
+class TrainingDiverged(UserError):
+    """Too many non-finite steps in a row: no update was made from them, the last checkpoint is intact."""
+
+
+@contextlib.contextmanager
+def _stop_on_sigint() -> Iterator[Callable[[], bool]]:
+    """A first Ctrl-C asks the loop to stop at the next step boundary; a second one aborts at once."""
+    requested = threading.Event()
+    if threading.current_thread() is not threading.main_thread():  # signals only reach the main thread
+        yield requested.is_set
+        return
+
+    def handler(signum, frame) -> None:
+        requested.set()
+        signal.signal(signal.SIGINT, previous)
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield requested.is_set
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _step(model: FCOS, batch, cfg: FCOSConfig, device: torch.device, optimizer, scaler) -> FCOSLosses | None:
+    """Forward, loss, backward and update; None (and no update at all) when the loss or gradients are not finite."""
+    tc = cfg.train
+    images = batch.images.to(device, non_blocking=True)
+    boxes = [t["boxes"].to(device) for t in batch.targets]
+    labels = [t["labels"].to(device) for t in batch.targets]
+    with autocast(device, tc.amp):
+        outputs = model(images)
+    losses = loss_for(outputs, model.strides, boxes, labels, cfg)
+    optimizer.zero_grad(set_to_none=True)
+    if not torch.isfinite(losses.total):
+        return None
+    scaler.scale(losses.total).backward()
+    scaler.unscale_(optimizer)
+    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip if tc.grad_clip > 0 else math.inf)
+    if not scaler.is_enabled() and not torch.isfinite(norm):
+        return None  # (fp16: the scaler skips overflowing steps itself and lowers its scale)
+    scaler.step(optimizer)
+    scaler.update()
+    return losses
+
+
 def train(cfg: FCOSConfig, train_index: DatasetIndex, val_index: DatasetIndex | None, run_dir: Path,
           device: torch.device, model: FCOS | None = None, console: Console | None = None,
           progress: bool = True, resume: Path | None = None,
@@ -144,7 +214,9 @@ def train(cfg: FCOSConfig, train_index: DatasetIndex, val_index: DatasetIndex | 
     """Train `cfg.train.epochs` epochs, evaluating on `val_index` after each; write `run_dir` files.
 
     `model` starts from given weights (fine-tuning); `resume` (a `last.safetensors` of this run) restores
-    the model, optimizer, scheduler, scaler, RNG states, epoch and step saved beside it.
+    the model, optimizer, scheduler, scaler, RNG states, epoch, step and the position inside an epoch.
+    Ctrl-C finishes the current step, saves `last.safetensors` and raises `TrainingInterrupted`;
+    `cfg.train.max_nonfinite_steps` non-finite steps in a row raise `TrainingDiverged`.
     """
     console = console or Console()
     tc = cfg.train
@@ -158,7 +230,8 @@ def train(cfg: FCOSConfig, train_index: DatasetIndex, val_index: DatasetIndex | 
     with atomic_write(run_dir / "config.json") as tmp:
         tmp.write_text(json.dumps(to_dict(cfg), indent=2))
     data = loader(train_index, cfg, model.backbone.mean, train=True, seed=tc.seed)
-    total_steps = tc.epochs * len(data)
+    steps_per_epoch = len(data)
+    total_steps = tc.epochs * steps_per_epoch
     optimizer = build_optimizer(model, tc)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, total_steps, tc))
     scaler = torch.amp.GradScaler(device.type, enabled=tc.amp and device.type == "cuda")
@@ -167,57 +240,70 @@ def train(cfg: FCOSConfig, train_index: DatasetIndex, val_index: DatasetIndex | 
         from timm.utils import ModelEmaV3
 
         ema = ModelEmaV3(model, decay=0.9998, use_warmup=True)
+    eval_model = ema.module if ema is not None else model
     rows: list[dict] = []
-    best_ap, final, start, first_epoch, step = -1.0, None, time.perf_counter(), 1, 0
+    best_ap, final, start, first_epoch, step, position = -1.0, None, time.perf_counter(), 1, 0, {}
     last, best = run_dir / "last.safetensors", run_dir / "best.safetensors"
     # The dataset's own category ids (COCO), so that predictions map back to them.
     extra = {"fcos_cli.category_ids": json.dumps(train_index.category_ids or list(range(1, len(class_names) + 1)))}
     if resume is not None:
         _, _, metadata = checkpoint.read_metadata(resume)
-        epoch, step, best_ap = load_state(state_path(resume), model, optimizer, scheduler, scaler,
-                                          metadata.get("fcos_cli.checkpoint_id"))
+        epoch, step, best_ap, position = load_state(state_path(resume), model, optimizer, scheduler, scaler,
+                                                    metadata.get("fcos_cli.checkpoint_id"))
         if ema is not None:
             ema.module.load_state_dict(checkpoint.load(resume)[0].state_dict())
         first_epoch = epoch + 1
         if (run_dir / "metrics.csv").is_file():
             with open(run_dir / "metrics.csv") as f:
                 rows = [{k: _number(v) for k, v in r.items()} for r in csv.DictReader(f)][:epoch]
+
+    def save_last(epoch_done: int, position: dict) -> None:
+        """State first, then weights: a kill between the two leaves the previous pair (see `save_state`)."""
+        checkpoint_id = f"{epoch_done}-{step}-{uuid.uuid4().hex[:8]}"  # pairs the weights with their state
+        save_state(state_path(last), model, optimizer, scheduler, scaler, epoch_done, step, best_ap, checkpoint_id,
+                   position)
+        checkpoint.save(last, eval_model, cfg, class_names, extra={**extra, "fcos_cli.checkpoint_id": checkpoint_id,
+                                                                   "fcos_cli.epoch": str(epoch_done),
+                                                                   "fcos_cli.step": str(step)})
+
     columns = [TextColumn("[bold]epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("loss {task.fields[loss]:.3f}  {task.fields[ips]:.1f} img/s"), TimeRemainingColumn()]
-    with Progress(*columns, console=console, disable=not progress, transient=False) as bar:
+    with Progress(*columns, console=console, disable=not progress, transient=False) as bar, \
+            _stop_on_sigint() as stop_requested:
         for epoch in range(first_epoch, tc.epochs + 1):
             model.train()
-            data.generator.manual_seed(tc.seed + epoch)  # order and worker seeds: a function of the epoch
-            task = bar.add_task("train", total=len(data), epoch=f"{epoch}/{tc.epochs}", loss=float("nan"), ips=0.0)
-            sums = dict.fromkeys(LOSS_NAMES, 0.0)
-            seen, skipped, epoch_start = 0, 0, time.perf_counter()
+            done = position.get("batches_done", 0) if epoch == first_epoch else 0
+            sums = position.get("sums", dict.fromkeys(LOSS_NAMES, 0.0)) if done else dict.fromkeys(LOSS_NAMES, 0.0)
+            seen, skipped, nonfinite_run = (position.get(k, 0) if done else 0
+                                            for k in ("seen", "skipped", "nonfinite_run"))
+            data.sampler.set_epoch(epoch, skip=done * tc.batch_size)
+            data.dataset.epoch = epoch  # augmentation seeds are a function of (seed, epoch, image)
+            task = bar.add_task("train", total=steps_per_epoch, completed=done, epoch=f"{epoch}/{tc.epochs}",
+                                loss=sums["loss"] / max(seen, 1), ips=0.0)
+            epoch_start, seen_before = time.perf_counter(), seen
             for batch in data:
-                images = batch.images.to(device, non_blocking=True)
-                boxes = [t["boxes"].to(device) for t in batch.targets]
-                labels = [t["labels"].to(device) for t in batch.targets]
-                with autocast(device, tc.amp):
-                    outputs = model(images)
-                losses = loss_for(outputs, model.strides, boxes, labels, cfg)
-                optimizer.zero_grad(set_to_none=True)
-                if not torch.isfinite(losses.total):
-                    skipped += 1  # no update from a non-finite loss
+                losses = _step(model, batch, cfg, device, optimizer, scaler)
+                if losses is None:
+                    skipped, nonfinite_run = skipped + 1, nonfinite_run + 1
+                    if nonfinite_run >= tc.max_nonfinite_steps:
+                        kept = f"; the last good checkpoint is {last}" if last.is_file() else ""
+                        raise TrainingDiverged(f"training diverged: {nonfinite_run} non-finite losses or gradients "
+                                               f"in a row (step {step + 1}); lower --lr or turn on --grad-clip{kept}")
                 else:
-                    scaler.scale(losses.total).backward()
-                    if tc.grad_clip > 0:
-                        scaler.unscale_(optimizer)
-                        torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
-                    scaler.step(optimizer)
-                    scaler.update()
+                    nonfinite_run = 0
                     if ema is not None:
                         ema.update(model, step=step)
                     for name, value in zip(LOSS_NAMES, (losses.total, losses.cls, losses.box, losses.centerness)):
-                        sums[name] += value.item() * len(images)
-                    seen += len(images)
+                        sums[name] += value.item() * len(batch.images)
+                    seen += len(batch.images)
                 scheduler.step()
-                step += 1
+                step, done = step + 1, done + 1
                 bar.update(task, advance=1, loss=sums["loss"] / max(seen, 1),
-                           ips=seen / max(time.perf_counter() - epoch_start, 1e-9))
-            eval_model = ema.module if ema is not None else model
+                           ips=(seen - seen_before) / max(time.perf_counter() - epoch_start, 1e-9))
+                if stop_requested() and done < steps_per_epoch:
+                    save_last(epoch - 1, {"batches_done": done, "sums": sums, "seen": seen, "skipped": skipped,
+                                          "nonfinite_run": nonfinite_run})
+                    raise TrainingInterrupted(last, epoch, step)
             row = {"epoch": epoch, "step": step, "lr": optimizer.param_groups[0]["lr"],
                    **{k: v / max(seen, 1) for k, v in sums.items()}, "skipped_steps": skipped}
             if val_index is not None and val_index.records and (epoch % tc.eval_interval == 0 or epoch == tc.epochs):
@@ -225,17 +311,20 @@ def train(cfg: FCOSConfig, train_index: DatasetIndex, val_index: DatasetIndex | 
                 row.update(final.metrics)
             row["seconds"] = round(time.perf_counter() - start, 1)
             rows.append(row)
-            checkpoint_id = f"{epoch}-{step}-{uuid.uuid4().hex[:8]}"  # pairs the weights with their state
-            extra["fcos_cli.checkpoint_id"] = checkpoint_id
+            # Metrics before weights: a resume truncates them to the checkpoint's epoch, never leaves a gap.
+            _write_csv(rows, run_dir / "metrics.csv")
+            _plot(rows, run_dir / "curves.png")
             if val_index is None or row.get("AP", -1.0) > best_ap:
                 best_ap = row.get("AP", best_ap)
                 checkpoint.save(best, eval_model, cfg, class_names, extra={**extra, "fcos_cli.epoch": str(epoch)})
-            save_state(state_path(last), model, optimizer, scheduler, scaler, epoch, step, best_ap, checkpoint_id)
-            checkpoint.save(last, eval_model, cfg, class_names, extra={**extra, "fcos_cli.epoch": str(epoch)})
-            _write_csv(rows, run_dir / "metrics.csv")
-            _plot(rows, run_dir / "curves.png")
+            save_last(epoch, {})
             if "AP" in row:
                 console.print(f"epoch {epoch}: loss {row['loss']:.3f}  AP {row['AP']:.3f}  AP50 {row['AP50']:.3f}")
+            if skipped:
+                console.print(f"epoch {epoch}: {skipped} steps skipped (non-finite loss or gradients)")
             if on_epoch_end is not None:
                 on_epoch_end(row)
-    return TrainResult(run_dir, last, best, final, best_ap, time.perf_counter() - start)
+            if stop_requested() and epoch < tc.epochs:
+                raise TrainingInterrupted(last, epoch, step)
+    return TrainResult(run_dir, last, best, final, best_ap, time.perf_counter() - start,
+                       sum(int(r.get("skipped_steps") or 0) for r in rows))

@@ -1,16 +1,29 @@
-"""Any timm model as a multi-scale feature extractor (timm `features_only`), always NCHW out."""
+"""Any timm model as a multi-scale feature extractor (timm `features_only`), always NCHW out.
+
+Models with features at strides 8/16/32 give them directly; single-stride models (plain ViT, DeiT, ...)
+go through a simple feature pyramid. Also: freezing stages / BatchNorm, and local pretrained weights.
+"""
 
 from __future__ import annotations
 
 import difflib
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import timm
+import torch
 from torch import Tensor, nn
+from torchvision.ops.misc import FrozenBatchNorm2d  # what timm's freeze_batch_norm_2d makes
 
 from ..errors import UserError
+from .simple_pyramid import SimplePyramid
 
-__all__ = ["Backbone", "suggest_backbones"]
+__all__ = ["Backbone", "BackboneProbe", "LoadReport", "check_backbone", "plan_levels", "probe_backbone",
+           "suggest_backbones"]
+
+FCOS_STRIDES = (8, 16, 32)  # C3-C5 of the paper
+_NESTED_KEYS = ("state_dict", "model", "state_dict_ema")  # timm / torchvision training checkpoints
 
 
 def suggest_backbones(name: str, limit: int = 5) -> list[str]:
@@ -22,28 +35,141 @@ def suggest_backbones(name: str, limit: int = 5) -> list[str]:
     return list(dict.fromkeys(fuzzy + difflib.get_close_matches(name, by_pattern, n=limit, cutoff=0.0)))[:limit]
 
 
+def plan_levels(name: str, reductions: list[int], strides: tuple[int, ...]) -> list[int] | None:
+    """Which timm levels give `strides`: their indices, or None for a simple pyramid from the last level.
+
+    The last level per stride is used: it has seen the most layers at that resolution. A model lacking
+    one of the strides 8/16/32 (a plain ViT has only 16) gets the pyramid; any other gap is an error.
+    """
+    missing = [s for s in strides if s not in reductions]
+    if not missing:
+        return [max(i for i, r in enumerate(reductions) if r == s) for s in strides]
+    if len(set(reductions) & set(FCOS_STRIDES)) < len(FCOS_STRIDES):
+        return None
+    raise UserError(f"timm backbone {name!r} has feature strides {sorted(set(reductions))}, "
+                    f"but FCOS needs {list(strides)} (missing {missing}); try e.g. resnet50, convnext_tiny")
+
+
+def _create(name: str, **kwargs) -> nn.Module:
+    """timm `features_only` model; `dynamic_img_size=True` where the class takes it (ViT, DeiT, EVA, swin).
+
+    Without it ViTs accept only their training size and swin only multiples of its window.
+    """
+    try:
+        return timm.create_model(name, features_only=True, dynamic_img_size=True, **kwargs)
+    except TypeError as e:
+        if "dynamic_img_size" not in str(e):
+            raise
+    return timm.create_model(name, features_only=True, **kwargs)
+
+
+def _nhwc(body: nn.Module) -> bool:
+    """swin, mambaout: (B, H, W, C); EfficientNetFeatures has no `output_fmt` and is NCHW."""
+    return str(getattr(body, "output_fmt", "NCHW")).endswith("NHWC")
+
+
+@dataclass
+class BackboneProbe:
+    """What `fcos backbones` shows for one timm model (from `feature_info`, built on the meta device)."""
+
+    name: str
+    reductions: list[int] = field(default_factory=list)
+    channels: list[int] = field(default_factory=list)
+    pyramid: bool = False  # needs the simple feature pyramid
+    nhwc: bool = False
+    error: str | None = None  # why it cannot work with FCOS at all
+
+
+PROBE_SIZE = (320, 480)  # a non-square, non-224 input: exposes models fixed to their training size
+
+
+def probe_backbone(name: str, strides: tuple[int, ...] = FCOS_STRIDES) -> BackboneProbe:
+    """Feature strides and channels of a timm model without allocating weights (~0.1-0.3 s).
+
+    Built and run on the meta device (shapes only): a forward at `PROBE_SIZE` catches models that take
+    only their training size (levit, beit, hiera) or multiples of a window (maxvit, coatnet).
+    """
+    try:
+        with torch.device("meta"):
+            body = _create(name)
+            info = body.feature_info
+            reductions, channels = list(info.reduction()), list(info.channels())
+            pyramid = plan_levels(name, reductions, strides) is None
+            if pyramid:
+                SimplePyramid(channels[-1], reductions[-1], strides)  # raises for e.g. stride 14 (patch 14)
+            try:
+                body.eval()(torch.zeros(1, 3, *PROBE_SIZE))  # eval: BatchNorm on 1x1 maps needs batch > 1 in train
+            except Exception as e:  # noqa: BLE001 - shape errors of all kinds
+                if "meta" in str(e):  # data-dependent code (`.item()`) cannot run on meta: inconclusive, not a no
+                    return BackboneProbe(name, reductions, channels, pyramid, _nhwc(body))
+                raise UserError(f"fails at {PROBE_SIZE[0]}x{PROBE_SIZE[1]} (input size fixed?): "
+                                f"{type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}") from None
+        return BackboneProbe(name, reductions, channels, pyramid, _nhwc(body))
+    except UserError as e:
+        return BackboneProbe(name, error=str(e))
+    except Exception as e:  # noqa: BLE001 - any timm failure means "no features_only for this model"
+        return BackboneProbe(name, error=f"{type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}")
+
+
+# ---- local pretrained weights --------------------------------------------------------------------------
+
+
+@dataclass
+class LoadReport:
+    """How a pretrained file fitted the backbone: names are the backbone's (timm) tensor names."""
+
+    path: str
+    matched: int
+    total: int
+    missing: list[str]  # backbone tensors the file lacks (left at random init)
+    unexpected: list[str]  # file tensors the backbone does not use (classifier, final norm, ...)
+
+    def lines(self) -> list[str]:
+        def names(items: list[str]) -> str:
+            return ", ".join(items[:6]) + (f" ... (+{len(items) - 6})" if len(items) > 6 else "")
+
+        out = [f"pretrained {self.path}: loaded {self.matched}/{self.total} backbone tensors"]
+        if self.missing:
+            out.append(f"  missing from the file (random init): {names(self.missing)}")
+        if self.unexpected:
+            out.append(f"  in the file but unused: {names(self.unexpected)}")
+        return out
+
+
 def _file_keys(path: Path) -> set[str]:
     if path.suffix == ".safetensors":
         from safetensors import safe_open
 
         with safe_open(str(path), framework="pt") as f:
             return set(f.keys())
-    import torch
-
     state = torch.load(path, map_location="cpu", weights_only=True)
-    for nested in ("state_dict", "model", "state_dict_ema"):
+    for nested in _NESTED_KEYS:
         if isinstance(state, dict) and isinstance(state.get(nested), dict):
             state = state[nested]
-    return set(state) if isinstance(state, dict) else set()
+    return {k.removeprefix("module.") for k in state} if isinstance(state, dict) else set()
 
 
-def _check_fit(body: nn.Module, path: Path, name: str) -> None:
-    """timm loads features_only weights non-strictly: refuse a file that fits under half the tensors."""
-    own = list(body.state_dict())
-    fitting = len(set(own) & _file_keys(path))
-    if fitting < len(own) / 2:
-        raise UserError(f"pretrained file {path} fits {fitting} of the {len(own)} tensors of timm {name!r}: "
-                        f"it holds weights of another model")
+def _source_name(key: str, file_keys: set[str]) -> str | None:
+    """The full-model name of a features_only tensor: timm renames `stages.0` to `stages_0` (FeatureListNet)
+    and nests getter models under `model.`."""
+    candidates = [key, key.removeprefix("model.")]
+    head, _, rest = key.partition(".")
+    flat = re.fullmatch(r"(.+)_(\d+)", head)
+    if flat and rest:
+        candidates.append(f"{flat[1]}.{flat[2]}.{rest}")
+    return next((c for c in candidates if c in file_keys), None)
+
+
+def _load_report(body: nn.Module, path: Path) -> LoadReport:
+    file_keys = _file_keys(path)
+    own = [k for k in body.state_dict() if not k.endswith("num_batches_tracked")]
+    sources = {k: _source_name(k, file_keys) for k in own}
+    used = {s for s in sources.values() if s}
+    unexpected = sorted(k for k in file_keys - used if not k.endswith("num_batches_tracked"))
+    return LoadReport(str(path), len(used), len(own), sorted(k for k, s in sources.items() if s is None), unexpected)
+
+
+# ---- the module ---------------------------------------------------------------------------------------
 
 
 class Backbone(nn.Module):
@@ -51,15 +177,21 @@ class Backbone(nn.Module):
 
     Args:
         name: any timm model name.
-        strides: reductions to return, e.g. (8, 16, 32); for each, the last timm level with it is used.
+        strides: reductions to return, e.g. (8, 16, 32); for each, the last timm level with it is used, or,
+            for a single-stride model (plain ViT), a `SimplePyramid` over its last map.
         pretrained: load timm's pretrained weights (needs `pretrained_file`: no network at run time).
         pretrained_file: local weights file (safetensors or a timm checkpoint) for `name`.
+        freeze_stages: -1 trains everything; 0 freezes the stem; N the stem and the first N stages
+            (timm feature levels of stride >= 4; for ViTs the patch embedding and the first N blocks).
+        freeze_bn: BatchNorm layers become `FrozenBatchNorm2d` through timm's `freeze_batch_norm_2d`
+            (running statistics and affine fixed, also in train mode).
 
     Forward: images (B, 3, H, W) -> list of (B, C_i, H / s_i, W / s_i), NCHW whatever timm returns.
+    Attributes the FPN reads: `channels`, `strides`. Also `frozen` and `load_report` (for printing).
     """
 
-    def __init__(self, name: str, strides: tuple[int, ...] = (8, 16, 32), pretrained: bool = False,
-                 pretrained_file: str | None = None) -> None:
+    def __init__(self, name: str, strides: tuple[int, ...] = FCOS_STRIDES, pretrained: bool = False,
+                 pretrained_file: str | None = None, freeze_stages: int = -1, freeze_bn: bool = False) -> None:
         super().__init__()
         if not timm.is_model(name):
             close = suggest_backbones(name)
@@ -68,39 +200,132 @@ class Backbone(nn.Module):
         if pretrained and pretrained_file is None:
             raise UserError(f"pretrained weights for {name!r} are read from a local file: give pretrained_file "
                             f"(--pretrained-file); fcos_cli downloads nothing at run time")
-        try:
-            self.body = timm.create_model(name, features_only=True)
-        except (RuntimeError, AssertionError, TypeError, ValueError) as e:
-            raise UserError(f"timm backbone {name!r} cannot return multi-scale features: {e}") from None
-        if pretrained_file is not None:
-            if not Path(pretrained_file).is_file():
-                raise UserError(f"pretrained file {pretrained_file} does not exist")
-            try:  # timm's own loader: it filters the classifier and remaps keys where a model needs it
-                self.body = timm.create_model(name, features_only=True, pretrained=True,
-                                              pretrained_cfg_overlay={"file": str(pretrained_file)})
-            except Exception as e:  # noqa: BLE001 - any failure here is the file's, reported in one line
-                raise UserError(f"cannot load pretrained file {pretrained_file} into timm {name!r}: "
-                                f"{str(e).splitlines()[0][:300]}") from None
-            _check_fit(self.body, Path(pretrained_file), name)
+        self.load_report: LoadReport | None = None
+        if pretrained_file is None:
+            try:
+                self.body = _create(name)
+            except (RuntimeError, AssertionError, TypeError, ValueError, NotImplementedError) as e:
+                raise UserError(f"timm backbone {name!r} cannot return multi-scale features: {e}") from None
+        else:
+            self.body = self._load(name, Path(pretrained_file))
         info = self.body.feature_info
         reductions = info.reduction()
-        missing = [s for s in strides if s not in reductions]
-        if missing:
-            raise UserError(
-                f"timm backbone {name!r} has feature strides {sorted(set(reductions))}, "
-                f"but FCOS needs {list(strides)} (missing {missing}); try e.g. resnet50, convnext_tiny"
-            )
-        # Last level per stride: it has seen the most layers at that resolution.
-        self.indices = [max(i for i, r in enumerate(reductions) if r == s) for s in strides]
-        self.channels = [info.channels()[i] for i in self.indices]
+        self.nhwc = _nhwc(self.body)
+        self.indices = plan_levels(name, reductions, strides)
+        if self.indices is None:  # single-stride model: everything from its last (deepest) map
+            self.indices = [len(reductions) - 1]
+            self.pyramid: SimplePyramid | None = SimplePyramid(info.channels()[-1], reductions[-1], strides)
+            self.channels = list(self.pyramid.channels)
+        else:
+            self.pyramid = None
+            self.channels = [info.channels()[i] for i in self.indices]
         self.strides = list(strides)
-        self.nhwc = str(getattr(self.body, "output_fmt", "NCHW")).endswith("NHWC")
         cfg = timm.data.resolve_model_data_config(self.body)
         self.mean, self.std = tuple(cfg["mean"]), tuple(cfg["std"])
+        self.lr_mult = 1.0  # set by build_model; build_optimizer scales the timm body's learning rate by it
+        self.frozen: list[str] = []
+        if freeze_bn:
+            self.body = timm.layers.freeze_batch_norm_2d(self.body)
+            num_bn = sum(isinstance(m, (FrozenBatchNorm2d, timm.layers.FrozenBatchNormAct2d))
+                         for m in self.body.modules())
+            self.frozen.append(f"{num_bn} BatchNorm layers (FrozenBatchNorm2d: fixed statistics and affine)"
+                               if num_bn else "no BatchNorm layers to freeze")
+        if freeze_stages >= 0:
+            self.frozen.append(self._freeze_stages(name, freeze_stages))
+
+    def _load(self, name: str, path: Path) -> nn.Module:
+        """timm's own loader (it drops the classifier and remaps keys where a model needs it), then a report."""
+        if not path.is_file():
+            raise UserError(f"pretrained file {path} does not exist")
+        try:
+            body = _create(name, pretrained=True, pretrained_cfg_overlay={"file": str(path)})
+        except Exception as e:  # noqa: BLE001 - any failure here is the file's, reported in one line
+            raise UserError(f"cannot load pretrained file {path} into timm {name!r}: "
+                            f"{str(e).splitlines()[0][:300]}") from None
+        self.load_report = _load_report(body, path)
+        # timm loads features_only weights non-strictly: refuse a file that fits under half the tensors.
+        if self.load_report.matched < self.load_report.total / 2:
+            raise UserError(f"pretrained file {path} fits {self.load_report.matched} of the "
+                            f"{self.load_report.total} tensors of timm {name!r}: it holds weights of another model")
+        return body
+
+    def _stage_groups(self) -> list[tuple[str, list[str]]]:
+        """(label, body parameter names) of the stem and of each stage, in forward order."""
+        params = [n for n, _ in self.body.named_parameters()]
+        model = getattr(self.body, "model", None)  # FeatureGetterNet (ViT, EVA): timm's own parameter groups
+        if model is not None and hasattr(model, "group_matcher"):
+            groups = timm.models.group_parameters(model, model.group_matcher(coarse=True))
+            return [("stem" if i == 0 else ".".join(names[0].split(".")[:2]), [f"model.{n}" for n in names])
+                    for i, names in enumerate(groups.values())]
+        modules = dict(self.body.named_modules())
+        labels, bounds = ["stem"], []  # bounds[k]: index of the first parameter after stage k's level module
+        first = None
+        for level in self.body.feature_info.get_dicts():
+            if level["reduction"] < 4:  # stride-2 levels (resnet's act1, efficientnet's blocks.0) are stem
+                continue
+            module = level["module"]
+            prefix = next(m for m in (module, module.replace(".", "_"), f"model.{module}") if m in modules)
+            inside = [i for i, n in enumerate(params) if n.startswith(prefix + ".")]
+            if first is None:
+                first = inside[0] if inside else 0
+            # FeatureListNet holds the modules in forward order: a stage ends at its level's last parameter.
+            bounds.append(max([i + 1 for i in inside] + bounds[-1:] + [first]))
+            labels.append(module)
+        bounds = [0, first or 0] + bounds
+        return [(label, params[bounds[i]:bounds[i + 1]]) for i, label in enumerate(labels)]
+
+    def _freeze_stages(self, name: str, num_stages: int) -> str:
+        """requires_grad=False on the body's stem and first `num_stages` stages."""
+        groups = self._stage_groups()
+        if num_stages >= len(groups):
+            raise UserError(f"timm backbone {name!r} has {len(groups) - 1} stages after its stem "
+                            f"({', '.join(label for label, _ in groups[1:])}); --freeze-stages must be at most "
+                            f"{len(groups) - 1}")
+        names = {n for _, group in groups[: num_stages + 1] for n in group}
+        params = [p for n, p in self.body.named_parameters() if n in names]
+        for p in params:
+            p.requires_grad_(False)
+        labels = ", ".join(label for label, _ in groups[: num_stages + 1])
+        return f"{labels}: {len(params)} tensors, {sum(p.numel() for p in params) / 1e6:.2f} M parameters frozen"
 
     def forward(self, images: Tensor) -> list[Tensor]:
         features = self.body(images)
         features = [features[i] for i in self.indices]
         if self.nhwc:  # swin, mambaout: (B, H, W, C)
             features = [f.permute(0, 3, 1, 2) for f in features]
+        if self.pyramid is not None:
+            features = self.pyramid(features[0])
         return features
+
+
+def check_backbone(name: str, img_size: tuple[int, int]) -> list[tuple[str, int, tuple[int, ...]]]:
+    """Build a full FCOS on `name` (random weights, 256-wide FPN) and run it once on a zero (1, 3, H, W) image.
+
+    Returns (part, stride, shape) rows: timm's raw maps, the maps given to the FPN (from the simple
+    pyramid for single-stride models), the FPN outputs and the head's class logits.
+    """
+    from ..config import ModelConfig
+    from .detector import build_model
+
+    cfg = ModelConfig()
+    cfg.backbone.name = name
+    model = build_model(cfg).eval()
+    seen: dict[str, object] = {}
+    hooks = [module.register_forward_hook(lambda _m, _i, out, key=key: seen.__setitem__(key, out))
+             for key, module in (("timm", model.backbone.body), ("backbone", model.backbone), ("fpn", model.fpn))]
+    try:
+        with torch.no_grad():
+            outputs = model(torch.zeros(1, 3, *img_size))
+    except (RuntimeError, AssertionError, ValueError) as e:
+        raise UserError(f"timm {name!r} builds but fails on a {img_size[0]}x{img_size[1]} image (it may take only "
+                        f"its training size or multiples of a window): {str(e).splitlines()[0][:200]}") from None
+    finally:
+        for hook in hooks:
+            hook.remove()
+    backbone = model.backbone
+    rows = [("timm", r, tuple(f.shape)) for r, f in zip(backbone.body.feature_info.reduction(), seen["timm"])]
+    part = "pyramid" if backbone.pyramid is not None else "backbone"
+    rows += [(part, s, tuple(f.shape)) for s, f in zip(backbone.strides, seen["backbone"])]
+    rows += [("fpn", s, tuple(f.shape)) for s, f in zip(model.strides, seen["fpn"])]
+    rows += [("head cls", s, tuple(f.shape)) for s, f in zip(model.strides, outputs.cls_logits)]
+    return rows

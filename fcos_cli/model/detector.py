@@ -18,22 +18,26 @@ __all__ = ["FCOS", "build_model"]
 class FCOS(nn.Module):
     """Backbone -> FPN -> shared head.
 
-    Takes images (B, 3, H, W) with values in 0-1 (any H, W): normalises them with the backbone's
-    mean/std, then pads right/bottom with zeros to a multiple of `size_divisor`, as torchvision does
-    after normalisation. Returns `HeadOutputs`, per-level lists of (B, C, H_l, W_l).
+    Takes images (B, 3, H, W) RGB with values in 0-1 (any H, W): normalises them with the backbone's
+    mean/std (RGB, 0-1 units), reverses the channels for a BGR-trained backbone (`bgr`), then pads
+    right/bottom with zeros to a multiple of `size_divisor`, as torchvision does after normalisation.
+    Returns `HeadOutputs`, per-level lists of (B, C, H_l, W_l).
     """
 
     def __init__(self, backbone: Backbone, fpn: FPN, head: FCOSHead, strides: list[int],
-                 size_divisor: int = 32) -> None:
+                 size_divisor: int = 32, bgr: bool = False) -> None:
         super().__init__()
         self.backbone, self.fpn, self.head = backbone, fpn, head
         self.strides = strides
         self.size_divisor = size_divisor
+        self.bgr = bgr
         self.register_buffer("mean", torch.tensor(backbone.mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(backbone.std).view(1, 3, 1, 1), persistent=False)
 
     def forward(self, images: Tensor) -> HeadOutputs:
         x = (images - self.mean) / self.std
+        if self.bgr:  # caffe-trained weights: after normalising, so padding (at the mean) still becomes 0
+            x = x.flip(1)
         h, w = x.shape[-2:]
         d = self.size_divisor
         x = F.pad(x, (0, (d - w % d) % d, 0, (d - h % d) % d))
@@ -50,8 +54,11 @@ def build_model(cfg: ModelConfig) -> FCOS:
     if cfg.num_classes < 1:
         raise UserError(f"num_classes must be at least 1, got {cfg.num_classes}")
     backbone_levels = [lvl for lvl in levels if lvl <= 5]
-    backbone = Backbone(cfg.backbone.name, tuple(2**lvl for lvl in backbone_levels), cfg.backbone.pretrained,
-                        cfg.backbone.pretrained_file)
+    bc = cfg.backbone
+    backbone = Backbone(bc.name, tuple(2**lvl for lvl in backbone_levels), bc.pretrained, bc.pretrained_file,
+                        bc.freeze_stages, bc.freeze_bn)
+    backbone.lr_mult = bc.lr_mult
+    _apply_input_options(backbone, cfg)
     fpn = FPN(backbone.channels, cfg.fpn.out_channels, len(levels) - len(backbone_levels), cfg.fpn.extra_from)
     h = cfg.head
     head = FCOSHead(cfg.fpn.out_channels, cfg.num_classes, len(levels), h.num_convs, h.norm, h.num_groups,
@@ -60,4 +67,38 @@ def build_model(cfg: ModelConfig) -> FCOS:
     if cfg.size_divisor % backbone.strides[-1]:
         raise UserError(f"size_divisor {cfg.size_divisor} must be a multiple of the backbone stride "
                         f"{backbone.strides[-1]}")
-    return FCOS(backbone, fpn, head, strides, cfg.size_divisor)
+    return FCOS(backbone, fpn, head, strides, cfg.size_divisor, bgr=cfg.channel_order == "bgr")
+
+
+def _apply_input_options(backbone: Backbone, cfg: ModelConfig) -> None:
+    """Options of imported (caffe-trained) weights: mean/std override and the stride on the 1x1 conv.
+
+    `backbone.mean`/`std` stay in RGB 0-1 units (the engines pad batches with `backbone.mean`), so a
+    0-255 BGR mean m becomes reversed(m) / 255: (x - m_rgb/255) / (s_rgb/255), then reversed, equals
+    (x_bgr * 255 - m) / s.
+    """
+    if (cfg.pixel_mean is None) != (cfg.pixel_std is None):
+        raise UserError("pixel_mean and pixel_std must be given together")
+    if cfg.pixel_mean is not None and cfg.pixel_std is not None:
+        order = slice(None, None, -1) if cfg.channel_order == "bgr" else slice(None)
+        backbone.mean = tuple(m / 255 for m in cfg.pixel_mean[order])
+        backbone.std = tuple(s / 255 for s in cfg.pixel_std[order])
+    if cfg.stride_in_1x1:
+        _stride_in_1x1(backbone.body, cfg.backbone.name)
+
+
+def _stride_in_1x1(body: nn.Module, name: str) -> None:
+    """Move each bottleneck's stride from its 3x3 conv (timm, torchvision) to its 1x1 conv.
+
+    MSRA/caffe ResNets (mmdet `style='caffe'`, maskrcnn-benchmark `STRIDE_IN_1X1`) downsample in
+    conv1 of the first block of layer2-4; the weights are the same shapes either way, the features not.
+    """
+    from timm.models.resnet import Bottleneck
+
+    moved = 0
+    for block in body.modules():
+        if isinstance(block, Bottleneck) and block.conv2.stride != (1, 1):
+            block.conv1.stride, block.conv2.stride = block.conv2.stride, (1, 1)
+            moved += 1
+    if not moved:
+        raise UserError(f"stride_in_1x1 needs a timm ResNet with strided bottleneck blocks; {name!r} has none")

@@ -77,7 +77,7 @@ def test_boxes_outside_the_image_are_clipped_and_empty_ones_counted(tmp_path: Pa
     coco_path.write_text(json.dumps(data))
     index = load_coco(coco_path)
     assert index.records[0].boxes[-1].tolist() == [300, 150, 320, 200]
-    assert index.skipped == {"empty or invalid box": 1}
+    assert index.skipped == {"boxes with zero or negative size": 1} and index.clipped == 1
     label = tmp_path / "yolo" / "labels" / "train" / "c.txt"
     label.write_text("0 0.5 0.5 0 0.2\n1 0.9 0.9 0.4 0.4\n")
     record = load_yolo(yolo_path).records[2]
