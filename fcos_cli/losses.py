@@ -6,6 +6,7 @@ All losses are computed in float32, whatever the head's dtype.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
@@ -50,7 +51,7 @@ def fcos_loss(outputs: HeadOutputs, targets: AssignedTargets, points: Points, *,
               norm_reg_targets: bool, focal_alpha: float = 0.25, focal_gamma: float = 2.0,
               box_loss: str = "giou", box_loss_norm: str = "num_pos", cls_weight: float = 1.0,
               box_weight: float = 1.0, centerness_weight: float = 1.0,
-              num_positives: Tensor | None = None) -> FCOSLosses:
+              average_normalizer: Callable[[Tensor], Tensor] | None = None) -> FCOSLosses:
     """Focal loss over all points and classes; box and center-ness losses over positives only.
 
     Args:
@@ -60,13 +61,13 @@ def fcos_loss(outputs: HeadOutputs, targets: AssignedTargets, points: Points, *,
         box_loss: "giou" (torchvision's generalized_box_iou_loss on decoded boxes) or "iou" (-log IoU).
         box_loss_norm: "num_pos" (sum / positives) or "centerness" (weighted by center-ness targets,
             divided by their sum, as the original FCOS and mmdetection).
-        num_positives: the focal-loss normaliser if given (e.g. averaged over ranks); else counted here.
+        average_normalizer: maps a local normaliser (the number of positives, the sum of center-ness
+            targets) to its mean over data-parallel ranks, as the original FCOS code does; None: local.
     """
     cls_logits, box_regression, centerness = flatten_levels(outputs)  # (B,P,K) (B,P,4) (B,P)
     positive = targets.labels < num_classes  # (B, P)
-    if num_positives is None:
-        num_positives = positive.sum()
-    num_positives = num_positives.float().clamp(min=1.0)
+    average = average_normalizer or (lambda t: t)
+    num_positives = average(positive.sum().float()).clamp(min=1.0)
     cls_targets = F.one_hot(targets.labels, num_classes + 1)[..., :num_classes].to(cls_logits.dtype)
     loss_cls = sigmoid_focal_loss(cls_logits, cls_targets, focal_alpha, focal_gamma, reduction="sum")
 
@@ -81,7 +82,7 @@ def fcos_loss(outputs: HeadOutputs, targets: AssignedTargets, points: Points, *,
     else:
         per_point = iou_loss(pred_ltrb, target_ltrb)
     if box_loss_norm == "centerness":
-        loss_box = (per_point * target_centerness).sum() / target_centerness.sum().clamp(min=EPS)
+        loss_box = (per_point * target_centerness).sum() / average(target_centerness.sum().detach()).clamp(min=EPS)
     else:
         loss_box = per_point.sum() / num_positives
     loss_centerness = F.binary_cross_entropy_with_logits(

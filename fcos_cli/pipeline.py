@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from torch import Tensor
 
 from .config import FCOSConfig
@@ -26,7 +28,7 @@ def targets_for(points: Points, gt_boxes: list[Tensor], gt_labels: list[Tensor],
 
 
 def loss_for(outputs: HeadOutputs, strides: list[int], gt_boxes: list[Tensor], gt_labels: list[Tensor],
-             cfg: FCOSConfig, num_positives: Tensor | None = None) -> FCOSLosses:
+             cfg: FCOSConfig, average_normalizer: Callable[[Tensor], Tensor] | None = None) -> FCOSLosses:
     """Assign targets for the batch's boxes (per image (M, 4) xyxy px, (M,) labels) and compute losses."""
     points = points_for(outputs, strides, cfg)
     targets = targets_for(points, gt_boxes, gt_labels, cfg)
@@ -35,7 +37,7 @@ def loss_for(outputs: HeadOutputs, strides: list[int], gt_boxes: list[Tensor], g
                      norm_reg_targets=cfg.model.head.norm_reg_targets, focal_alpha=lc.focal_alpha,
                      focal_gamma=lc.focal_gamma, box_loss=lc.box_loss, box_loss_norm=lc.box_loss_norm,
                      cls_weight=lc.cls_weight, box_weight=lc.box_weight,
-                     centerness_weight=lc.centerness_weight, num_positives=num_positives)
+                     centerness_weight=lc.centerness_weight, average_normalizer=average_normalizer)
 
 
 def detections_for(outputs: HeadOutputs, strides: list[int], image_sizes: list[tuple[int, int]],

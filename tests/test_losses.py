@@ -73,7 +73,7 @@ def test_focal_loss_normalised_by_positives() -> None:
 
     Zero logits: the positive element costs 0.25 * 0.5^2 * ln 2 = 0.0625 ln 2, the 11 negatives 0.1875 ln 2
     each: sum 2.125 ln 2 over 1 positive. The image twice: sum 4.25 ln 2 over 2 positives, the same;
-    forcing num_positives = 4 gives 1.0625 ln 2. Center-ness BCE at logit 0 is ln 2 for any target.
+    averaged with another rank's 6 positives (4) gives 1.0625 ln 2. Center-ness BCE at logit 0 is ln 2 for any target.
     """
     points = make_points(((2, 2),), (8,))
     one = _targets(points, [[[0, 0, 10, 10]]], [[1]])
@@ -88,7 +88,8 @@ def test_focal_loss_normalised_by_positives() -> None:
     double = fcos_loss(zeros2, two, points, num_classes=K, norm_reg_targets=False)
     assert double.cls.item() == pytest.approx(2.125 * LN2, rel=1e-6)
     assert double.centerness.item() == pytest.approx(LN2, rel=1e-6)
-    forced = fcos_loss(zeros2, two, points, num_classes=K, norm_reg_targets=False, num_positives=torch.tensor(4))
+    forced = fcos_loss(zeros2, two, points, num_classes=K, norm_reg_targets=False,  # as if another rank had 6
+                       average_normalizer=lambda local: (local + 6) / 2)
     assert forced.cls.item() == pytest.approx(1.0625 * LN2, rel=1e-6)
 
     torch.manual_seed(0)

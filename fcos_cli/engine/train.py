@@ -6,6 +6,7 @@ import contextlib
 import csv
 import json
 import math
+import os
 import random
 import signal
 import threading
@@ -29,12 +30,14 @@ from ..losses import FCOSLosses
 from ..model import FCOS, build_model
 from ..pipeline import loss_for
 from .common import autocast, loader
+from .distributed import Ranks
 from .evaluate import EvalResult, evaluate
 from .state import load_state, save_state, state_path
 
 __all__ = ["TrainResult", "TrainingInterrupted", "TrainingDiverged", "train", "build_optimizer", "lr_factor", "finetune_model"]
 
 LOSS_NAMES = ("loss", "cls", "box", "centerness")
+RANK_LOG_HOOK = "FCOS_CLI_TEST_RANK_LOG"  # test-only: each rank writes its final weights and image ids there
 
 
 @dataclass
@@ -92,6 +95,9 @@ def finetune_model(weights: Path, cfg: FCOSConfig, class_names: list[str]) -> tu
         raise UserError(f"--weights {weights} has backbone {source_cfg.model.backbone.name!r} but --backbone is "
                         f"{cfg.model.backbone.name!r}; pass --backbone {source_cfg.model.backbone.name}")
     source, _, _ = checkpoint.load(weights)
+    # The input the source was trained on travels with it (e.g. an imported caffe-style detector).
+    for name in ("pixel_mean", "pixel_std", "channel_order", "stride_in_1x1"):
+        setattr(cfg.model, name, getattr(source_cfg.model, name))
     cfg.model.num_classes = len(class_names)
     model = build_model(cfg.model)
     own = model.state_dict()
@@ -185,17 +191,23 @@ def _stop_on_sigint() -> Iterator[Callable[[], bool]]:
         signal.signal(signal.SIGINT, previous)
 
 
-def _step(model: FCOS, batch, cfg: FCOSConfig, device: torch.device, optimizer, scaler) -> FCOSLosses | None:
-    """Forward, loss, backward and update; None (and no update at all) when the loss or gradients are not finite."""
+def _step(net: torch.nn.Module, model: FCOS, batch, cfg: FCOSConfig, device: torch.device, optimizer, scaler,
+          ranks: Ranks) -> FCOSLosses | None:
+    """Forward, loss, backward and update; None (and no update at all) when the loss or gradients are not finite.
+
+    `net` is `model` or its DistributedDataParallel wrapper; with several ranks the loss normalisers are
+    averaged over them and a non-finite loss on any rank skips the step on all (no rank waits alone).
+    """
     tc = cfg.train
     images = batch.images.to(device, non_blocking=True)
     boxes = [t["boxes"].to(device) for t in batch.targets]
     labels = [t["labels"].to(device) for t in batch.targets]
     with autocast(device, tc.amp):
-        outputs = model(images)
-    losses = loss_for(outputs, model.strides, boxes, labels, cfg)
+        outputs = net(images)
+    losses = loss_for(outputs, model.strides, boxes, labels, cfg,
+                      average_normalizer=ranks.average if ranks.enabled else None)
     optimizer.zero_grad(set_to_none=True)
-    if not torch.isfinite(losses.total):
+    if ranks.any(not torch.isfinite(losses.total), device):
         return None
     scaler.scale(losses.total).backward()
     scaler.unscale_(optimizer)
@@ -210,13 +222,15 @@ def _step(model: FCOS, batch, cfg: FCOSConfig, device: torch.device, optimizer, 
 def train(cfg: FCOSConfig, train_index: DatasetIndex, val_index: DatasetIndex | None, run_dir: Path,
           device: torch.device, model: FCOS | None = None, console: Console | None = None,
           progress: bool = True, resume: Path | None = None,
-          on_epoch_end: Callable[[dict], None] | None = None) -> TrainResult:
+          on_epoch_end: Callable[[dict], None] | None = None, ranks: Ranks = Ranks()) -> TrainResult:
     """Train `cfg.train.epochs` epochs, evaluating on `val_index` after each; write `run_dir` files.
 
     `model` starts from given weights (fine-tuning); `resume` (a `last.safetensors` of this run) restores
     the model, optimizer, scheduler, scaler, RNG states, epoch, step and the position inside an epoch.
     Ctrl-C finishes the current step, saves `last.safetensors` and raises `TrainingInterrupted`;
     `cfg.train.max_nonfinite_steps` non-finite steps in a row raise `TrainingDiverged`.
+    Under torchrun (`ranks` from `init_distributed`) each rank trains on its share of every epoch and
+    rank 0 alone evaluates and writes `run_dir`.
     """
     console = console or Console()
     tc = cfg.train
@@ -226,10 +240,15 @@ def train(cfg: FCOSConfig, train_index: DatasetIndex, val_index: DatasetIndex | 
     class_names = train_index.class_names
     cfg.model.num_classes = len(class_names)
     model = (model or build_model(cfg.model)).to(device)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with atomic_write(run_dir / "config.json") as tmp:
-        tmp.write_text(json.dumps(to_dict(cfg), indent=2))
-    data = loader(train_index, cfg, model.backbone.mean, train=True, seed=tc.seed)
+    net = torch.nn.parallel.DistributedDataParallel(model) if ranks.enabled else model
+    writes = ranks.is_main
+    if writes:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        with atomic_write(run_dir / "config.json") as tmp:
+            tmp.write_text(json.dumps(to_dict(cfg), indent=2))
+    data = loader(train_index, cfg, model.backbone.mean, train=True, seed=tc.seed, num_replicas=ranks.world_size,
+                  rank=ranks.rank)
+    images_seen = {} if os.environ.get(RANK_LOG_HOOK) else None
     steps_per_epoch = len(data)
     total_steps = tc.epochs * steps_per_epoch
     optimizer = build_optimizer(model, tc)
@@ -268,21 +287,24 @@ def train(cfg: FCOSConfig, train_index: DatasetIndex, val_index: DatasetIndex | 
 
     columns = [TextColumn("[bold]epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("loss {task.fields[loss]:.3f}  {task.fields[ips]:.1f} img/s"), TimeRemainingColumn()]
-    with Progress(*columns, console=console, disable=not progress, transient=False) as bar, \
+    with Progress(*columns, console=console, disable=not (progress and writes), transient=False) as bar, \
             _stop_on_sigint() as stop_requested:
         for epoch in range(first_epoch, tc.epochs + 1):
             model.train()
             done = position.get("batches_done", 0) if epoch == first_epoch else 0
-            sums = position.get("sums", dict.fromkeys(LOSS_NAMES, 0.0)) if done else dict.fromkeys(LOSS_NAMES, 0.0)
-            seen, skipped, nonfinite_run = (position.get(k, 0) if done else 0
-                                            for k in ("seen", "skipped", "nonfinite_run"))
+            resumed = done and writes  # the saved loss sums are rank 0's, which sums every rank's at epoch end
+            sums = position["sums"] if resumed else dict.fromkeys(LOSS_NAMES, 0.0)
+            seen = position["seen"] if resumed else 0
+            skipped, nonfinite_run = (position.get(k, 0) if done else 0 for k in ("skipped", "nonfinite_run"))
             data.sampler.set_epoch(epoch, skip=done * tc.batch_size)
             data.dataset.epoch = epoch  # augmentation seeds are a function of (seed, epoch, image)
             task = bar.add_task("train", total=steps_per_epoch, completed=done, epoch=f"{epoch}/{tc.epochs}",
                                 loss=sums["loss"] / max(seen, 1), ips=0.0)
             epoch_start, seen_before = time.perf_counter(), seen
             for batch in data:
-                losses = _step(model, batch, cfg, device, optimizer, scaler)
+                if images_seen is not None:
+                    images_seen.setdefault(epoch, []).extend(m.image_id for m in batch.metas)
+                losses = _step(net, model, batch, cfg, device, optimizer, scaler, ranks)
                 if losses is None:
                     skipped, nonfinite_run = skipped + 1, nonfinite_run + 1
                     if nonfinite_run >= tc.max_nonfinite_steps:
@@ -300,10 +322,17 @@ def train(cfg: FCOSConfig, train_index: DatasetIndex, val_index: DatasetIndex | 
                 step, done = step + 1, done + 1
                 bar.update(task, advance=1, loss=sums["loss"] / max(seen, 1),
                            ips=(seen - seen_before) / max(time.perf_counter() - epoch_start, 1e-9))
-                if stop_requested() and done < steps_per_epoch:
-                    save_last(epoch - 1, {"batches_done": done, "sums": sums, "seen": seen, "skipped": skipped,
-                                          "nonfinite_run": nonfinite_run})
+                if ranks.any(stop_requested(), device) and done < steps_per_epoch:
+                    if writes:
+                        save_last(epoch - 1, {"batches_done": done, "sums": sums, "seen": seen, "skipped": skipped,
+                                              "nonfinite_run": nonfinite_run})
                     raise TrainingInterrupted(last, epoch, step)
+            *totals, seen = ranks.total([*sums.values(), seen], device)  # every rank's images
+            sums = dict(zip(sums, totals))
+            if not writes:
+                if ranks.any(stop_requested(), device) and epoch < tc.epochs:
+                    raise TrainingInterrupted(last, epoch, step)
+                continue
             row = {"epoch": epoch, "step": step, "lr": optimizer.param_groups[0]["lr"],
                    **{k: v / max(seen, 1) for k, v in sums.items()}, "skipped_steps": skipped}
             if val_index is not None and val_index.records and (epoch % tc.eval_interval == 0 or epoch == tc.epochs):
@@ -324,7 +353,19 @@ def train(cfg: FCOSConfig, train_index: DatasetIndex, val_index: DatasetIndex | 
                 console.print(f"epoch {epoch}: {skipped} steps skipped (non-finite loss or gradients)")
             if on_epoch_end is not None:
                 on_epoch_end(row)
-            if stop_requested() and epoch < tc.epochs:
+            if ranks.any(stop_requested(), device) and epoch < tc.epochs:
                 raise TrainingInterrupted(last, epoch, step)
+    if images_seen is not None:
+        _write_rank_log(Path(os.environ[RANK_LOG_HOOK]), ranks.rank, model, images_seen)
     return TrainResult(run_dir, last, best, final, best_ap, time.perf_counter() - start,
                        sum(int(r.get("skipped_steps") or 0) for r in rows))
+
+
+def _write_rank_log(folder: Path, rank: int, model: FCOS, images_seen: dict[int, list[int]]) -> None:
+    """Test-only (`FCOS_CLI_TEST_RANK_LOG`): this rank's weights and the image ids it trained on, per epoch."""
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    with atomic_write(folder / f"rank{rank}.safetensors") as tmp:
+        save_file({k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}, str(tmp),
+                  metadata={"images_seen": json.dumps(images_seen)})

@@ -99,3 +99,22 @@ def test_finetune_loads_what_fits_and_reinitialises_other_classes(demo: Path, tm
     other.model.backbone.name = "test_convnext"
     with pytest.raises(UserError, match="test_resnet.*test_convnext"):
         finetune_model(result.last, other, ["cat"])
+
+
+def test_finetune_keeps_the_input_convention_of_the_source(tmp_path: Path) -> None:
+    """An imported caffe-style detector (BGR, 0-255 mean, stride on the 1x1 conv) is fine-tuned on its own input."""
+    from fcos_cli.model import build_model
+
+    source_cfg = tiny_config(epochs=1)
+    source_cfg.model.num_classes = 1
+    source_cfg.model.channel_order, source_cfg.model.pixel_mean = "bgr", (102.98, 115.95, 122.77)
+    source_cfg.model.pixel_std = (1.0, 1.0, 1.0)
+    path = checkpoint.save(tmp_path / "caffe.safetensors", build_model(source_cfg.model), source_cfg, ["thing"])
+    cfg = tiny_config(epochs=1)
+    model, _ = finetune_model(path, cfg, ["a", "b"])
+    assert (cfg.model.channel_order, cfg.model.pixel_mean, cfg.model.pixel_std) == (
+        "bgr", (102.98, 115.95, 122.77), (1.0, 1.0, 1.0))
+    images = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():  # the box branch is loaded whole: same input handling gives the same boxes
+        torch.testing.assert_close(model.eval()(images).box_regression[0],
+                                   checkpoint.load(path)[0](images).box_regression[0])
