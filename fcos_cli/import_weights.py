@@ -33,7 +33,8 @@ COCO_IMG_SIZE = 1333  # longest side of the 800x1333 scale all three trained and
 RESNET_DEPTHS = {(3, 4, 6, 3): "resnet50", (3, 4, 23, 3): "resnet101", (3, 8, 36, 3): "resnet152"}
 BN_EPS = 1e-5  # torch BatchNorm2d's; maskrcnn-benchmark's FrozenBatchNorm2d divides by sqrt(var) alone
 IMPROVED_HINTS = ("imprv", "centeronreg", "normbbox", "tricks")  # FCOS repo / mmdet model-zoo file names
-REQUIRED = ("backbone.body.conv1.weight", "fpn.lateral.0.weight", "head.cls_logits.weight", "head.box_tower.0.weight")
+REQUIRED = {"backbone.body.conv1.weight": "ResNet stem", "fpn.lateral.0.weight": "FPN", "head.cls_logits.weight":
+            "classifier", "head.box_tower.0.weight": "box tower"}  # our key: the part a source must have
 
 
 @dataclass
@@ -79,7 +80,7 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any]
             raise _weights_only_refusal(path, found[1]) from None
         # The weights-only unpickler wraps its own errors in a long preamble: keep the error itself.
         inner = re.search(r"WeightsUnpickler error: ([^\n]+)", text)
-        first = (inner[1] if inner else (text.splitlines() or [""])[0])[:200] or "end of file"
+        first = (inner[1] if inner else (text.splitlines() or [""])[0]).split(". ")[0][:200] or "end of file"
         raise UserError(f"{path} is not a readable PyTorch checkpoint ({type(e).__name__}: {first}); "
                         f"the file may be truncated or not a .pth file") from None
     meta: dict[str, Any] = {}
@@ -101,7 +102,7 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any]
 def _variant(requested: str, source: str, meta: dict[str, Any], path: Path) -> tuple[str, str]:
     """paper or improved, and why: --variant, the mmdet config saved in the checkpoint, or the file name."""
     if source == "torchvision":
-        return "torchvision", "torchvision has one FCOS (center-ness on the regression tower, relu boxes)"
+        return "torchvision", "the only FCOS torchvision has"
     if requested != "auto":
         return requested, "--variant"
     text = meta.get("config") or meta.get("cfg")  # mmdet 2.x / mmengine save the config text here
@@ -126,8 +127,8 @@ def _backbone_name(ours: dict[str, tuple[str, Tensor]], path: Path) -> str:
     if name is None:
         raise UserError(f"{path}: a ResNet with {list(blocks)} blocks per stage is not supported "
                         f"(R-50 [3, 4, 6, 3], R-101 [3, 4, 23, 3], R-152 [3, 8, 36, 3])")
-    conv2 = ours["backbone.body.layer1.0.conv2.weight"][1]
-    if conv2.shape[0] != conv2.shape[1] or ours["backbone.body.layer1.0.conv1.weight"][1].shape[0] != 64:
+    conv1, conv2 = (ours.get(f"backbone.body.layer1.0.{c}.weight", ("", None))[1] for c in ("conv1", "conv2"))
+    if conv1 is not None and conv2 is not None and (conv2.shape[0] != conv2.shape[1] or conv1.shape[0] != 64):
         raise UserError(f"{path}: grouped or widened bottlenecks (ResNeXt, wide ResNet) are not supported")
     return name
 
@@ -143,7 +144,8 @@ def _class_names(meta: dict[str, Any], num_classes: int, report: ImportReport) -
     if num_classes == len(COCO_NAMES):
         report.notes.append("the checkpoint names no classes: its 80 outputs are taken as COCO's 80 categories")
         return list(COCO_NAMES), list(COCO_CATEGORY_IDS)
-    report.notes.append(f"the checkpoint names none of its {num_classes} classes: called class_0..class_{num_classes - 1}")
+    report.notes.append(f"the checkpoint names none of its {num_classes} classes: "
+                        f"called class_0..class_{num_classes - 1}")
     return [f"class_{i}" for i in range(num_classes)], list(range(1, num_classes + 1))
 
 
@@ -175,7 +177,7 @@ def _fold_frozen_bn(ours: dict[str, tuple[str, Tensor]], report: ImportReport) -
         src, var = ours[key]
         if bool((var > 2 * BN_EPS).all()):
             ours[key] = (src, var - BN_EPS)
-        else:
+        elif prefix + "weight" in ours:
             wsrc, weight = ours[prefix + "weight"]
             ours[prefix + "weight"] = (wsrc, weight * (var + BN_EPS).sqrt() / var.sqrt())
         count += 1
@@ -184,49 +186,8 @@ def _fold_frozen_bn(ours: dict[str, tuple[str, Tensor]], report: ImportReport) -
                             f"by {BN_EPS} so that our BatchNorm computes the same")
 
 
-def import_weights(path: str | Path, source: str, output: str | Path | None = None, variant: str = "auto",
-                   allow_partial: bool = False) -> ImportReport:
-    """Map a COCO FCOS checkpoint onto an fcos_cli model and write it (config, class names, COCO category ids).
-
-    Writes only when every source tensor found a place and every tensor of ours was filled, or with
-    `allow_partial`; `report.written` says where. Raises UserError for unreadable or foreign files.
-    """
-    path = Path(path)
-    if source not in SOURCES:
-        raise UserError(f"unknown source {source!r} (choose from {', '.join(SOURCES)})")
-    if variant not in VARIANTS:
-        raise UserError(f"unknown variant {variant!r} (choose from {', '.join(VARIANTS)})")
-    state, meta = read_checkpoint(path)
-    ours, left_over = rename_state_dict(state, KEY_RULES[source])
-    missing = [k for k in REQUIRED if k not in ours]
-    if missing:
-        raise UserError(f"{path} is not a {TITLES[source]} FCOS checkpoint: {len(ours)} of its {len(state)} tensors "
-                        f"have {source} FCOS names and {missing[0]} has no source (its first keys: "
-                        f"{', '.join(list(state)[:3])}); check --from, or the file holds another architecture")
-    report = ImportReport(source=source, left_over=left_over)
-    report.variant, report.variant_reason = _variant(variant, source, meta, path)
-    report.backbone = _backbone_name(ours, path)
-
-    cls_src, cls_weight = ours["head.cls_logits.weight"]
-    num_classes = cls_weight.shape[0]
-    if source == "torchvision" and num_classes == TORCHVISION_COCO_SLOTS:
-        # Slot k is COCO category id k; keep the 80 real ones (the 11 others are never labelled, so
-        # trained to stay below any score threshold): labels become 0..79, mapped back by category_ids.
-        for key in ("head.cls_logits.weight", "head.cls_logits.bias"):
-            src, value = ours[key]
-            ours[key] = (src, value[COCO_CATEGORY_IDS])
-        num_classes = len(COCO_CATEGORY_IDS)
-        report.notes.append("torchvision's 91 COCO class slots (indexed by category id) cut to the 80 categories; "
-                            "the 11 unused slots (__background__, N/A) dropped")
-        names, ids = list(COCO_NAMES), list(COCO_CATEGORY_IDS)
-    else:
-        names, ids = _class_names(meta, num_classes, report)
-    if source == "fcos-original":
-        _fold_frozen_bn(ours, report)
-
-    cfg = _build_config(source, report.variant, report.backbone, ours, num_classes)
-    model = build_model(cfg.model)
-    own = model.state_dict()
+def _match(ours: dict[str, tuple[str, Tensor]], own: dict[str, Tensor], source: str, report: ImportReport) -> None:
+    """Fit the renamed source tensors to our state dict: fill exact constants, record left-overs and gaps."""
     for key in [k for k in ours if k not in own]:
         report.left_over.append(ours.pop(key)[0])
     for key, value in own.items():
@@ -250,6 +211,52 @@ def import_weights(path: str | Path, source: str, output: str | Path | None = No
         report.left_over.append(src)
         report.unfilled.append(key)
         report.notes.append(f"{src} {tuple(value.shape)} does not fit {key} {tuple(own[key].shape)}")
+
+
+def import_weights(path: str | Path, source: str, output: str | Path | None = None, variant: str = "auto",
+                   allow_partial: bool = False) -> ImportReport:
+    """Map a COCO FCOS checkpoint onto an fcos_cli model and write it (config, class names, COCO category ids).
+
+    Writes only when every source tensor found a place and every tensor of ours was filled, or with
+    `allow_partial`; `report.written` says where. Raises UserError for unreadable or foreign files.
+    """
+    path = Path(path)
+    if source not in SOURCES:
+        raise UserError(f"unknown source {source!r} (choose from {', '.join(SOURCES)})")
+    if variant not in VARIANTS:
+        raise UserError(f"unknown variant {variant!r} (choose from {', '.join(VARIANTS)})")
+    state, meta = read_checkpoint(path)
+    ours, left_over = rename_state_dict(state, KEY_RULES[source])
+    missing = [k for k in REQUIRED if k not in ours]
+    if missing:
+        raise UserError(f"{path} is not an FCOS checkpoint from {TITLES[source]}: {len(ours)} of its {len(state)} "
+                        f"tensors have its FCOS parameter names, too few for an FCOS (no {REQUIRED[missing[0]]} by "
+                        f"its names; its first keys: {', '.join(list(state)[:3])}); check --from, or the file holds "
+                        f"another architecture")
+    report = ImportReport(source=source, left_over=left_over)
+    report.variant, report.variant_reason = _variant(variant, source, meta, path)
+    report.backbone = _backbone_name(ours, path)
+
+    num_classes = ours["head.cls_logits.weight"][1].shape[0]
+    if source == "torchvision" and num_classes == TORCHVISION_COCO_SLOTS:
+        # Slot k is COCO category id k; keep the 80 real ones (the 11 others are never labelled, so
+        # trained to stay below any score threshold): labels become 0..79, mapped back by category_ids.
+        for key in [k for k in ("head.cls_logits.weight", "head.cls_logits.bias") if k in ours]:
+            src, value = ours[key]
+            ours[key] = (src, value[COCO_CATEGORY_IDS])
+        num_classes = len(COCO_CATEGORY_IDS)
+        report.notes.append("torchvision's 91 COCO class slots (indexed by category id) cut to the 80 categories; "
+                            "the 11 unused slots (__background__, N/A) dropped")
+        names, ids = list(COCO_NAMES), list(COCO_CATEGORY_IDS)
+    else:
+        names, ids = _class_names(meta, num_classes, report)
+    if source == "fcos-original":
+        _fold_frozen_bn(ours, report)
+
+    cfg = _build_config(source, report.variant, report.backbone, ours, num_classes)
+    model = build_model(cfg.model)
+    own = model.state_dict()
+    _match(ours, own, source, report)
     report.used = [(src, key, tuple(v.shape)) for key, (src, v) in ours.items() if src]
     report.class_names = names
     if not report.complete and not allow_partial:

@@ -267,7 +267,7 @@ MMDET_TRICKS_CONFIG = ("model = dict(type='FCOS', bbox_head=dict(type='FCOSHead'
 @pytest.mark.parametrize("name,config,tower_bias,improved", [
     ("fcos_r50_caffe_fpn_gn-head_1x_coco.pth", MMDET_PAPER_CONFIG, False, False),
     ("fcos_r50-caffe_fpn_gn-head-center-normbbox-centeronreg-giou_1x_coco.pth", MMDET_TRICKS_CONFIG, True, True),
-])
+], ids=["paper", "tricks"])
 def test_mmdet_checkpoint(tmp_path: Path, name: str, config: str, tower_bias: bool, improved: bool) -> None:
     shapes = fake_shapes("mmdet", tower_bias=tower_bias)
     state = random_state(shapes)
@@ -287,7 +287,8 @@ def test_mmdet_checkpoint(tmp_path: Path, name: str, config: str, tower_bias: bo
     _predict_runs(weights)
 
 
-@pytest.mark.parametrize("name,improved", [("FCOS_R_50_FPN_1x.pth", False), ("FCOS_imprv_R_50_FPN_1x.pth", True)])
+@pytest.mark.parametrize("name,improved", [("FCOS_R_50_FPN_1x.pth", False), ("FCOS_imprv_R_50_FPN_1x.pth", True)],
+                         ids=["paper", "imprv"])
 def test_fcos_original_checkpoint(tmp_path: Path, name: str, improved: bool) -> None:
     shapes = fake_shapes("fcos-original")
     state = random_state(shapes, seed=1, small_var=True)
@@ -382,9 +383,9 @@ def _truncated(path: Path) -> None:
 
 @pytest.mark.parametrize("make,reason", [
     (_pickled_namespace, "holds Python objects beyond tensors (it pickles argparse.Namespace)"),
-    (_resnet18_classifier, "is not a torchvision FCOS checkpoint"),
+    (_resnet18_classifier, "is not an FCOS checkpoint from torchvision"),
     (_truncated, "the file may be truncated"),
-])
+], ids=["needs-unpickling", "other-architecture", "truncated"])
 def test_bad_files_fail_in_one_line(tmp_path: Path, make, reason: str) -> None:
     path = tmp_path / "bad.pth"
     make(path)
