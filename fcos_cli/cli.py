@@ -25,16 +25,18 @@ class _OneLineErrors(TyperGroup):
         except ImportError:
             from click import exceptions as click
 
+        from rich.markup import escape
+
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         try:
             code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
-        except click.NoArgsIsHelpError:  # `fcos` alone: Typer's help as usual
+        except getattr(click, "NoArgsIsHelpError", ()):  # `fcos` alone: Typer's help as usual (Click >= 8.2)
             return super().main(args, prog_name, complete_var, standalone_mode=True, **extra)
         except click.ClickException as e:
             hint = f" (see {e.ctx.command_path} --help)" if getattr(e, "ctx", None) is not None else ""
-            err_console.print(f"[red]error:[/red] {e.format_message()}{hint}", highlight=False, soft_wrap=True,
-                              markup=True)
+            err_console.print(f"[red]error:[/red] {escape(one_line(e.format_message()))}{escape(hint)}",
+                              highlight=False, soft_wrap=True)
             sys.exit(e.exit_code)
         except typer.Abort:
             err_console.print("[red]aborted[/red]")
@@ -123,7 +125,7 @@ def _int_list(text: str, flag: str) -> tuple[int, ...]:
 def _positive(name: str):
     def check(value):
         if value is not None and value <= 0:
-            raise typer.BadParameter(f"{name} must be positive, got {value}")
+            raise typer.BadParameter(f"must be positive, got {value}")  # Click names the option
         return value
     return check
 
@@ -154,6 +156,27 @@ def _size_ranges(text: str, num_levels: int) -> tuple[float, ...]:
     if any(b <= a for a, b in zip(values, values[1:])):
         raise typer.BadParameter(f"boundaries must increase, got {text!r}", param_hint="--size-ranges")
     return tuple(float(v) for v in values)
+
+
+def _run_dir(project: str, name: str, exist_ok: bool = False) -> Path:
+    """PROJECT/NAME, numbered NAME2, NAME3, ... when taken; a NAME that leaves PROJECT or a PROJECT that is a
+    file is one error line."""
+    from .engine.common import next_run_dir
+
+    if not name or name in (".", "..") or "/" in name or "\\" in name:
+        _fail(f"--name {name!r}: expected a plain folder name (it goes under --project {project})")
+    try:
+        return next_run_dir(project, name, exist_ok)
+    except OSError as e:
+        _fail(f"--project {project}: cannot create the run folder {Path(project) / name} ({e.strerror})")
+
+
+def _output_file(output: Path) -> Path:
+    if output.is_dir():
+        _fail(f"--output {output} is a folder; give a file name")
+    if not output.parent.is_dir():
+        _fail(f"--output {output}: the folder {output.parent} does not exist")
+    return output
 
 
 def _report_data(*indexes) -> None:
@@ -246,9 +269,13 @@ def train_cmd(
     from .config import preset as make_preset
     from .data import open_data
     from .engine.common import next_run_dir, resolve_device
+    from .engine.distributed import close_distributed, init_distributed
     from .engine.train import TrainingInterrupted, finetune_model, train
 
     dev = _run(resolve_device, device)
+    ranks, dev = _run(init_distributed, dev)  # under torchrun: this process's rank and device
+    if not ranks.is_main:  # rank 0 speaks for all
+        console.quiet = err_console.quiet = True
     model = None
     if resume:  # everything comes from the run's own config
         cfg = _run(checkpoint.read_metadata, resume)[0]
@@ -278,8 +305,9 @@ def train_cmd(
         t.lr = lr if lr is not None else (0.01 if optimizer == "sgd" else 0.001)
         d.train, d.val, d.val_fraction, d.images, d.img_size = data, val_data, val_fraction, images, img_size
         run_dir = None
-    train_index, val_index = _run(open_data, cfg.data.train, cfg.data.val, cfg.data.val_fraction, cfg.train.seed,
-                                  cfg.data.images)
+    with ranks.main_first():  # rank 0 writes the demo cache before the others read it
+        train_index, val_index = _run(open_data, cfg.data.train, cfg.data.val, cfg.data.val_fraction,
+                                      cfg.train.seed, cfg.data.images)
     _report_data(train_index, val_index)
     if weights and not resume:
         model, report = _run(finetune_model, Path(weights), cfg, train_index.class_names)
@@ -297,16 +325,18 @@ def train_cmd(
         report = model.backbone.load_report
         for line in [*(report.lines() if report else []), *(f"frozen: {f}" for f in model.backbone.frozen)]:
             console.print(line, highlight=False)
-    run_dir = run_dir or next_run_dir(project, name, exist_ok)
+    run_dir = run_dir or ranks.share(_run_dir(project, name, exist_ok) if ranks.is_main else None)
     console.print(f"training on {len(train_index.records)} images ({', '.join(train_index.class_names)}), "
                   f"validating on {len(val_index.records) if val_index else 0}, device {dev}, run {run_dir}")
     try:
         result = _run(train, cfg, train_index, val_index, run_dir, dev, model=model, console=console,
-                      resume=Path(resume) if resume else None)
+                      resume=Path(resume) if resume else None, ranks=ranks)
     except TrainingInterrupted as stop:
         err_console.print(f"[yellow]{stop}[/yellow]; continue with: fcos train --resume {stop.last}",
                           highlight=False, soft_wrap=True)
         raise typer.Exit(130) from None
+    finally:
+        close_distributed()
     if result.skipped_steps:
         err_console.print(f"[yellow]warning:[/yellow] {result.skipped_steps} steps skipped without an update "
                           f"(non-finite loss or gradients)", highlight=False)
@@ -411,6 +441,9 @@ def eval_cmd(
     img_size: Annotated[Optional[int], typer.Option(help="Longest side [default: the weights' training size].",
                                                     callback=_positive("--img-size"))] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.", callback=_device)] = "auto",
+    fp32: Annotated[bool, typer.Option("--fp32", help="Float32 throughout (default on a CPU with bf16: bf16 "
+                                       "network, float32 decoding and NMS).")] = False,
+    compile: Annotated[bool, typer.Option("--compile", help="torch.compile the model (slow first batch).")] = False,
     project: Annotated[str, typer.Option(help="Parent folder of eval outputs.")] = "runs/eval",
     name: Annotated[str, typer.Option(help="Output folder name (numbered when taken).")] = "exp",
 ) -> None:
@@ -419,6 +452,8 @@ def eval_cmd(
     from .data import open_split
     from .engine.common import next_run_dir, resolve_device
     from .engine.evaluate import evaluate
+    from .engine.predict import inference_amp
+    from .model.optimize import optimize_for_inference
 
     path = Path(weights) if weights else _run(_default_weights)
     console.print(f"weights: {path}")
@@ -430,8 +465,11 @@ def eval_cmd(
         _fail(f"the data's classes {index.class_names} differ from the weights' classes {class_names}")
     if img_size:
         cfg.data.img_size = img_size
-    out = next_run_dir(project, name)
-    result = _run(evaluate, model, cfg, index, dev, batch_size=batch_size, out_dir=out)
+    out = _run_dir(project, name)
+    amp = inference_amp(dev, fp32=fp32)
+    console.print(f"precision: {'bf16 autocast' if amp else 'float32'}", highlight=False)
+    fast = optimize_for_inference(model, compile=compile)  # a copy: folded BatchNorm, channels_last
+    result = _run(evaluate, fast, cfg, index, dev, batch_size=batch_size, amp=amp, out_dir=out)
     _print_metrics(result)
     console.print(f"wrote {out}/results.json, metrics.json, pr_curve.png")
 
@@ -451,6 +489,9 @@ def predict_cmd(
                                                     callback=_positive("--img-size"))] = None,
     batch_size: Annotated[int, typer.Option(help="Images per batch.", callback=_positive("--batch-size"))] = 8,
     half: Annotated[bool, typer.Option(help="Half precision: fp16 on CUDA, bf16 on CPU.")] = False,
+    fp32: Annotated[bool, typer.Option("--fp32", help="Float32 throughout (default on a CPU with bf16: bf16 "
+                                       "network, float32 decoding and NMS).")] = False,
+    compile: Annotated[bool, typer.Option("--compile", help="torch.compile the model (slow first batch).")] = False,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.", callback=_device)] = "auto",
     save_images: Annotated[bool, typer.Option(help="Write annotated images.")] = True,
     project: Annotated[str, typer.Option(help="Parent folder of prediction runs.")] = "runs/predict",
@@ -464,7 +505,8 @@ def predict_cmd(
 
     from . import checkpoint
     from .engine.common import next_run_dir, resolve_device
-    from .engine.predict import collect_images, onnx_predict, predict, predict_files
+    from .engine.predict import collect_images, inference_amp, onnx_predict, predict, predict_files
+    from .model.optimize import optimize_for_inference
 
     path = Path(weights) if weights else _run(_default_weights)
     files, others = _run(collect_images, source)
@@ -487,9 +529,12 @@ def predict_cmd(
         cfg.post.nms_iou = cfg.post.nms_iou if iou is None else iou
         cfg.post.max_detections = max_det or cfg.post.max_detections
         cfg.data.img_size = img_size or cfg.data.img_size
-        detect = partial(predict, model, cfg, batch_size=batch_size, amp=half)
+        if half and fp32:
+            _fail("--half and --fp32 contradict each other: give one")
+        fast = optimize_for_inference(model, compile=compile)  # a copy: folded BatchNorm, channels_last
+        detect = partial(predict, fast, cfg, batch_size=batch_size, amp=inference_amp(dev, half, fp32))
     category_ids = category_ids or list(range(1, len(class_names) + 1))
-    out = next_run_dir(project, name)
+    out = _run_dir(project, name)
     console.print(f"weights: {path}; {len(files)} images -> {out}")
     for other in others:
         _warn(f"skipped {other}: not an image file")
@@ -547,7 +592,7 @@ def inspect_targets_cmd(
     index = _run(open_split, data, split)
     _report_data(index)
     cfg.model.num_classes = len(index.class_names)
-    out = next_run_dir(project, name)
+    out = _run_dir(project, name)
     stats = _run(inspect_dataset, index, cfg, num_images, out, draw)
     table = Table("", *stats, title=f"Target assignment on {min(num_images, len(index.records))} images "
                   f"(img-size {cfg.data.img_size}, ranges {list(cfg.targets.size_ranges)}, "
@@ -629,13 +674,14 @@ def export_cmd(
     path = weights or _run(_default_weights)
     model, cfg, class_names = _run(checkpoint.load, path)
     if format == "safetensors":
-        out = output or path.with_name(path.stem + (".fp16" if half else ".export") + ".safetensors")
+        out = (_output_file(output) if output
+               else path.with_name(path.stem + (".fp16" if half else ".export") + ".safetensors"))
         checkpoint.save(out, model.half() if half else model, cfg, class_names)
         console.print(f"wrote {out}")
         return
     from .export import compare_onnx, export_onnx
 
-    out = output or path.with_suffix(".onnx")
+    out = _output_file(output) if output else path.with_suffix(".onnx")
     size = img_size or cfg.data.img_size
     torch.manual_seed(0)
     ids = _run(checkpoint.read_metadata, path)[2].get("fcos_cli.category_ids")

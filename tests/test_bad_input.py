@@ -16,6 +16,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -112,6 +113,12 @@ def _yolo_train(**kw):  # train opens the val split too
     return lambda tmp, run: ["train", "--data", str(write_yolo(tmp, **kw)), *TINY]
 
 
+def _yolo_without_images(tmp: Path, run: Path) -> list[str]:
+    path = write_yolo(tmp)
+    (tmp / "images" / "a.png").unlink()
+    return ["inspect-targets", "--data", str(path), "--no-draw"]
+
+
 def _all_missing(tmp: Path, run: Path) -> list[str]:
     path = write_coco(tmp)
     shutil.rmtree(tmp / "images")
@@ -206,6 +213,11 @@ def _option(*argv: str, data: bool = False):
     return setup
 
 
+def _project_is_a_file(tmp: Path, run: Path) -> list[str]:
+    (tmp / "afile").write_text("x")
+    return ["inspect-targets", "--data", str(write_coco(tmp)), "--no-draw", "--project", str(tmp / "afile")]
+
+
 def _demo_into_a_file(tmp: Path, run: Path) -> list[str]:
     (tmp / "taken").write_text("x")
     return ["demo-data", str(tmp / "taken")]
@@ -241,6 +253,7 @@ CASES = [
     ("yaml-without-names", _yolo(yaml_text="train: images\nval: images\n"), ["data.yaml", "'names'"]),
     ("yaml-without-train", _yolo(yaml_text="val: images\nnames: [cat]\n"), ["data.yaml", "'train'"]),
     ("yaml-without-val", _yolo_train(yaml_text="train: images\nnames: [cat]\n"), ["data.yaml", "'val'"]),
+    ("yolo-no-images", _yolo_without_images, ["data.yaml", "no images for 'train'"]),
     ("yolo-label-line-malformed", _yolo(label="0 0.5 0.5 0.4 0.4\n0 0.5 0.5 0.2\n"),
      ["a.txt:2", "expected 'class cx cy w h'"]),
     ("yolo-label-class-out-of-range", _yolo(label="3 0.5 0.5 0.4 0.4\n"), ["a.txt:1", "class 3", "0..0"]),
@@ -308,6 +321,12 @@ CASES = [
     ("unknown-option", _option("train", "--epoch", "3"), ["--epoch", "--epochs"]),
     ("unknown-command", _option("trian"), ["'trian'", "'train'"]),
     ("demo-data-into-a-file", _demo_into_a_file, ["taken", "is a file"]),
+    # output locations
+    ("export-output-folder-missing", _option("export", "-w", "{weights}", "--output", "{tmp}/nodir/x.onnx"),
+     ["--output", "nodir", "does not exist"]),
+    ("project-is-a-file", _project_is_a_file, ["--project", "afile", "run folder"]),
+    ("name-leaves-project", _option("inspect-targets", "--name", "../escape", "--no-draw", data=True),
+     ["--name", "'../escape'", "plain folder name"]),
 ]
 
 
@@ -365,6 +384,28 @@ def test_bad_boxes_and_images_are_skipped_with_one_warning(tmp_path: Path) -> No
                  "dropped 1 boxes outside the image", "clipped 1 boxes", "dropped 1 annotations of image ids"):
         assert part in line, (part, line)
     assert (tmp_path / "runs" / "exp" / "stats.json").is_file()  # the two good images are explained
+
+
+def test_grey_palette_rgba_16bit_and_rotated_images_are_no_mistake(tmp_path: Path) -> None:
+    """Odd image modes are converted when read; an EXIF-rotated image is measured as it will be shown."""
+    path = write_yolo(tmp_path, label="0 0.5 0.5 0.4 0.4\n")
+    base = Image.effect_noise(SIZE, 50)
+    base.save(tmp_path / "images" / "grey.png")
+    base.convert("P").save(tmp_path / "images" / "palette.png")
+    base.convert("RGBA").save(tmp_path / "images" / "rgba.png")
+    Image.fromarray((np.asarray(base, np.uint16) * 200).astype(np.uint16)).save(tmp_path / "images" / "deep.png")
+    exif = Image.new("RGB", (40, 20)).getexif()
+    exif[0x0112] = 6  # shown rotated: 20 wide, 40 high
+    Image.new("RGB", (40, 20), (200, 10, 10)).save(tmp_path / "images" / "rotated.jpg", exif=exif)
+    (tmp_path / "labels" / "rotated.txt").write_text("0 0.5 0.5 1.0 1.0\n")
+    result = runner.invoke(app, ["inspect-targets", "--data", str(path), "--no-draw", "--num-images", "6",
+                                 "--project", str(tmp_path / "runs")])
+    assert result.exit_code == 0, result.output
+    assert result.stderr.strip() == "", result.stderr  # no warning: nothing skipped, dropped or clipped
+    from fcos_cli.data.yolo import load_yolo
+
+    rotated = [r for r in load_yolo(path).records if r.path.name == "rotated.jpg"][0]
+    assert (rotated.width, rotated.height) == (20, 40) and rotated.boxes.tolist() == [[0, 0, 20, 40]]
 
 
 def test_yolo_nan_box_and_missing_image_are_skipped(tmp_path: Path) -> None:

@@ -60,6 +60,14 @@ def _bbox(ann: dict, json_path: Path) -> list[float]:
     return [float("nan") if v is None else float(v) for v in box]
 
 
+def _size_of(info: dict) -> tuple[int, int] | None:
+    """(width, height) the file gives an image, if it gives a usable one (else the image header is read)."""
+    width, height = info.get("width"), info.get("height")
+    if isinstance(width, Real) and isinstance(height, Real) and width > 0 and height > 0:
+        return int(width), int(height)
+    return None
+
+
 def load_coco(json_path: str | Path, images_dir: str | Path | None = None) -> DatasetIndex:
     """Records of a COCO detection file; images without annotations are kept as negatives.
 
@@ -87,8 +95,7 @@ def load_coco(json_path: str | Path, images_dir: str | Path | None = None) -> Da
     by_image: dict = defaultdict(list)
     for ann in annotations:
         by_image[ann["image_id"]].append(ann)
-    paths = {info["id"]: safe_join(Path("."), info["file_name"], f"{json_path}: image {info['id']}")  # relative
-             for info in images}
+    paths = {info["id"]: safe_join(Path(), info["file_name"], f"{json_path}: image {info['id']}") for info in images}
     root = _image_root(json_path, [str(p) for p in paths.values()], images_dir)
     check, skipped_files, records = BoxCheck(), [], []
     known = set(paths)
@@ -97,12 +104,13 @@ def load_coco(json_path: str | Path, images_dir: str | Path | None = None) -> Da
         check.skipped["annotations of image ids not in 'images'"] += unknown
     for info in sorted(images, key=lambda i: i["id"]):
         path = root / paths[info["id"]]
-        size = image_size(path, exif=not (info.get("width") and info.get("height")))
+        known_size = _size_of(info)
+        size = image_size(path, exif=known_size is None)
         if isinstance(size, str):
             check.skipped[size] += 1
             skipped_files.append((path, "missing" if size == MISSING_IMAGE else "not a readable image"))
             continue
-        width, height = info.get("width") or size[0], info.get("height") or size[1]
+        width, height = known_size or size
         boxes, labels = [], []
         for ann in by_image.get(info["id"], []):
             if ann["category_id"] not in label_of:

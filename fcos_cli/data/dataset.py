@@ -40,7 +40,7 @@ def read_image(path) -> np.ndarray:
             im = ImageOps.exif_transpose(im)
             if im.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit: keep the top 8 bits
                 im = Image.fromarray((np.asarray(im, dtype=np.float32) / 256).clip(0, 255).astype(np.uint8))
-            return np.asarray(im.convert("RGB"))
+            return np.array(im.convert("RGB"))  # writable: torch.from_numpy warns on read-only arrays
     except (OSError, ValueError, SyntaxError) as e:
         raise UserError(f"cannot read image {path}: {e}") from None
 

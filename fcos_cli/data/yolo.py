@@ -29,7 +29,8 @@ def _class_names(cfg: dict, yaml_path: Path, root: Path) -> list[str]:
             raise UserError(f"{yaml_path}: 'names' is empty; list the class names")
         return [str(n) for n in names]
     if names is not None:
-        raise UserError(f"{yaml_path}: 'names' must be a list or a mapping of class numbers to names, got {names!r:.60}")
+        raise UserError(f"{yaml_path}: 'names' must be a list or a mapping of class numbers to names, "
+                        f"got {names!r:.60}")
     for folder in (yaml_path.parent, root):
         if (folder / "classes.txt").is_file():
             return [line.strip() for line in (folder / "classes.txt").read_text().splitlines() if line.strip()]
