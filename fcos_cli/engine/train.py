@@ -173,22 +173,26 @@ class TrainingDiverged(UserError):
 
 
 @contextlib.contextmanager
-def _stop_on_sigint() -> Iterator[Callable[[], bool]]:
-    """A first Ctrl-C asks the loop to stop at the next step boundary; a second one aborts at once."""
+def _stop_on_signals() -> Iterator[Callable[[], bool]]:
+    """Ctrl-C (SIGINT) or SIGTERM (torchrun, schedulers) asks the loop to stop at the next step boundary;
+    a second signal acts at once, as it would without us."""
     requested = threading.Event()
     if threading.current_thread() is not threading.main_thread():  # signals only reach the main thread
         yield requested.is_set
         return
+    previous = {}
 
     def handler(signum, frame) -> None:
         requested.set()
-        signal.signal(signal.SIGINT, previous)
+        signal.signal(signum, previous[signum])
 
-    previous = signal.signal(signal.SIGINT, handler)
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        previous[signum] = signal.signal(signum, handler)
     try:
         yield requested.is_set
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for signum, old in previous.items():
+            signal.signal(signum, old)
 
 
 def _step(net: torch.nn.Module, model: FCOS, batch, cfg: FCOSConfig, device: torch.device, optimizer, scaler,
@@ -288,7 +292,7 @@ def train(cfg: FCOSConfig, train_index: DatasetIndex, val_index: DatasetIndex | 
     columns = [TextColumn("[bold]epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("loss {task.fields[loss]:.3f}  {task.fields[ips]:.1f} img/s"), TimeRemainingColumn()]
     with Progress(*columns, console=console, disable=not (progress and writes), transient=False) as bar, \
-            _stop_on_sigint() as stop_requested:
+            _stop_on_signals() as stop_requested:
         for epoch in range(first_epoch, tc.epochs + 1):
             model.train()
             done = position.get("batches_done", 0) if epoch == first_epoch else 0

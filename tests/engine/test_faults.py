@@ -137,11 +137,12 @@ def test_ctrl_c_mid_epoch_saves_the_last_step_and_resume_continues_exactly(
             assert float(x["loss"]) == pytest.approx(float(y["loss"]), rel=1e-5)
 
 
-def test_ctrl_c_from_the_command_line_exits_cleanly_and_resumes(demo: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_a_stop_signal_from_the_command_line_saves_and_exits_cleanly(demo: Path, tmp_path: Path, signum) -> None:
     run = tmp_path / "run"
     process = _start(_train_args(demo, tmp_path, epochs=30))
     _wait_for(run / "last.safetensors", process)
-    process.send_signal(signal.SIGINT)
+    process.send_signal(signum)
     out, err = process.communicate(timeout=30)
     assert process.returncode == 130, err
     assert "Traceback" not in err and "fcos train --resume" in err
