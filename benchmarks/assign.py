@@ -39,25 +39,20 @@ def median_ms(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--boxes", type=int, default=50)
-    parser.add_argument("--size", type=int, default=800)
-    parser.add_argument("--repeats", type=int, default=30)
-    args = parser.parse_args()
-    g = torch.Generator().manual_seed(0)
-    gt_boxes = [random_boxes(args.boxes, args.size, g) for _ in range(args.batch)]
-    gt_labels = [torch.randint(0, 80, (args.boxes,), generator=g) for _ in range(args.batch)]
+def make_assigners(batch: int = 8, num_boxes: int = 50, size: int = 800, seed: int = 0):
+    """(ours, torchvision): callables returning (B, P) matched box indices for the same random boxes."""
+    g = torch.Generator().manual_seed(seed)
+    gt_boxes = [random_boxes(num_boxes, size, g) for _ in range(batch)]
+    gt_labels = [torch.randint(0, 80, (num_boxes,), generator=g) for _ in range(batch)]
 
     strides = (8, 16, 32, 64, 128)
-    padded = -(-args.size // 32) * 32
+    padded = -(-size // 32) * 32
     sizes = [(-(-padded // 8), -(-padded // 8))]  # resnet feature sizes: ceil-halving from stride 8
     for _ in strides[1:]:
         sizes.append((-(-sizes[-1][0] // 2), -(-sizes[-1][1] // 2)))
     tv = torchvision.models.detection.fcos_resnet50_fpn(weights=None, weights_backbone=None)
-    features = [torch.zeros(args.batch, 1, h, w) for h, w in sizes]
-    image_list = ImageList(torch.zeros(args.batch, 3, padded, padded), [(args.size, args.size)] * args.batch)
+    features = [torch.zeros(batch, 1, h, w) for h, w in sizes]
+    image_list = ImageList(torch.zeros(batch, 3, padded, padded), [(size, size)] * batch)
     anchors = tv.anchor_generator(image_list, features)
     num_per_level = [h * w for h, w in sizes]
     targets = [{"boxes": b, "labels": lb} for b, lb in zip(gt_boxes, gt_labels)]
@@ -73,11 +68,22 @@ def main() -> None:
         return assign_targets(points, gt_boxes, gt_labels, 80, cfg.size_ranges, cfg.inclusive_size_ranges,
                               cfg.center_sampling_radius, cfg.torchvision_area_rounding).matched
 
+    return our_assign, torchvision_assign
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--boxes", type=int, default=50)
+    parser.add_argument("--size", type=int, default=800)
+    parser.add_argument("--repeats", type=int, default=30)
+    args = parser.parse_args()
+    our_assign, torchvision_assign = make_assigners(args.batch, args.boxes, args.size)
     ours, theirs = our_assign(), torchvision_assign()
     assert torch.equal(ours, theirs), f"matching differs at {(ours != theirs).sum()} points"
     num_pos = int((ours >= 0).sum())
     print(f"matched indices equal torchvision's: {args.batch} images x {args.boxes} boxes at {args.size}x{args.size}, "
-          f"{len(points.xy)} points per image, {num_pos} positives")
+          f"{ours.shape[1]} points per image, {num_pos} positives")
     tv_ms = median_ms(torchvision_assign, args.repeats)
     our_ms = median_ms(our_assign, args.repeats)
     print(f"threads {torch.get_num_threads()}, median of {args.repeats}: torchvision {tv_ms:.2f} ms, ours {our_ms:.2f} ms")

@@ -70,8 +70,11 @@ def postprocess(outputs: HeadOutputs, points: Points, image_sizes: list[tuple[in
     valid = cand_scores >= 0
     boxes, cand_scores, cand_labels, image_index = boxes[valid], cand_scores[valid], cand_labels[valid], image_index[valid]
     keep = batched_nms(boxes, cand_scores, image_index * num_classes + cand_labels, nms_iou)  # best first
+    # Group by image, best first within each (stable sort), with one device->host copy for all images.
+    keep = keep[torch.sort(image_index[keep], stable=True).indices]
+    counts = torch.bincount(image_index[keep], minlength=num_images).tolist()
     detections = []
-    for i in range(num_images):
-        kept = keep[image_index[keep] == i][:max_detections]
+    for kept in keep.split(counts):
+        kept = kept[:max_detections]
         detections.append(Detections(boxes=boxes[kept], scores=cand_scores[kept], labels=cand_labels[kept]))
     return detections

@@ -18,9 +18,9 @@ from ..config import FCOSConfig
 from ..data.dataset import ImageMeta
 from ..data.records import DatasetIndex
 from ..model import FCOS
-from ..pipeline import detections_for
 from ..postprocess import Detections
-from .common import autocast, loader
+from .common import loader
+from .predict import detect
 
 __all__ = ["EvalResult", "evaluate", "predict_results", "to_coco_results", "coco_metrics", "METRIC_NAMES"]
 
@@ -51,17 +51,18 @@ def to_coco_results(detections: list[Detections], metas: list[ImageMeta], catego
     return results
 
 
-@torch.no_grad()
 def predict_results(model: FCOS, cfg: FCOSConfig, index: DatasetIndex, device: torch.device,
                     batch_size: int = 8, workers: int = 0, amp: bool = False, progress=None) -> tuple[list[dict], dict]:
-    """COCO results of a split and each image's original (H, W)."""
+    """COCO results of a split and each image's original (H, W).
+
+    `model` may be the output of `model.optimize.optimize_for_inference` (folded BatchNorm, channels_last).
+    """
     model.eval()
     ids = category_ids(index)
     results, sizes = [], {}
     for batch in loader(index, cfg, model.backbone.mean, train=False, batch_size=batch_size, workers=workers):
-        with autocast(device, amp):
-            outputs = model(batch.images.to(device, non_blocking=True))
-        results += to_coco_results(detections_for(outputs, model.strides, batch.sizes, cfg), batch.metas, ids)
+        detections = detect(model, cfg, batch.images.to(device, non_blocking=True), batch.sizes, amp)
+        results += to_coco_results(detections, batch.metas, ids)
         sizes.update((meta.image_id, meta.original_size) for meta in batch.metas)
         if progress is not None:
             progress(len(batch.metas))

@@ -28,7 +28,8 @@ from ..pipeline import detections_for
 from ..postprocess import Detections
 from .common import autocast
 
-__all__ = ["ImageLike", "predict", "onnx_predict", "collect_images", "PredictRun", "predict_files"]
+__all__ = ["ImageLike", "detect", "inference_amp", "predict", "onnx_predict", "collect_images", "PredictRun",
+           "predict_files"]
 
 PALETTE = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#bfef45", "#fabed4",
            "#469990", "#dcbeff", "#9a6324", "#800000", "#aaffc3", "#808000", "#000075"]
@@ -43,10 +44,36 @@ def _as_uint8(image: ImageLike) -> np.ndarray:
     return np.asarray(image, dtype=np.uint8)
 
 
-@torch.no_grad()
+def inference_amp(device: torch.device, half: bool = False, fp32: bool = False) -> bool:
+    """Whether `fcos predict` / `eval` run the network under autocast: on CUDA with `--half` (fp16); on a CPU
+    with native bf16 unless `--fp32` (bf16 for backbone, FPN and head; decoding and NMS stay float32)."""
+    from ..model.optimize import cpu_supports_bf16
+
+    if fp32:
+        return False
+    return half if device.type == "cuda" else half or cpu_supports_bf16()
+
+
+def detect(model: FCOS, cfg: FCOSConfig, images: Tensor, sizes: list[tuple[int, int]],
+           amp: bool = False) -> list[Detections]:
+    """Detections of a batch (B, 3, H, W) of 0-1 images on the model's device; `sizes` (H, W) before padding.
+
+    Runs under `torch.inference_mode` (no autograd bookkeeping); the returned tensors are normal ones.
+    """
+    device = images.device
+    with torch.inference_mode(), autocast(device, amp):
+        outputs = model(images)
+    with torch.inference_mode():  # decoding and NMS in float32 (flatten_levels casts), outside autocast
+        detections = detections_for(outputs, model.strides, sizes, cfg)
+    return [Detections(**{k: v.clone() for k, v in det.items()}) for det in detections]
+
+
 def predict(model: FCOS, cfg: FCOSConfig, images: list[ImageLike], batch_size: int = 8,
             amp: bool = False) -> list[Detections]:
-    """Detections per image (boxes xyxy in that image's pixels, labels 0..K-1), resized as in training."""
+    """Detections per image (boxes xyxy in that image's pixels, labels 0..K-1), resized as in training.
+
+    `model` may be the output of `model.optimize.optimize_for_inference` (folded BatchNorm, channels_last).
+    """
     model.eval()
     device = next(model.parameters()).device
     transform = build_transform(cfg.data.img_size, train=False)
@@ -59,9 +86,7 @@ def predict(model: FCOS, cfg: FCOSConfig, images: list[ImageLike], batch_size: i
             scale = torch.tensor([resized.shape[1] / pixels.shape[1], resized.shape[0] / pixels.shape[0]] * 2)
             items.append((torch.from_numpy(np.ascontiguousarray(resized)).permute(2, 0, 1).float() / 255, scale))
         batch = collate([(pixels, {}, None) for pixels, _ in items], model.backbone.mean, cfg.model.size_divisor)
-        with autocast(device, amp):
-            outputs = model(batch.images.to(device))
-        for det, (_, scale) in zip(detections_for(outputs, model.strides, batch.sizes, cfg), items):
+        for det, (_, scale) in zip(detect(model, cfg, batch.images.to(device), batch.sizes, amp), items):
             results.append(Detections(boxes=det["boxes"].cpu() / scale, scores=det["scores"].cpu(),
                                       labels=det["labels"].cpu()))
     return results

@@ -1,0 +1,27 @@
+"""`benchmarks/run.py --quick` runs end to end and writes every row; timings are never asserted."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "run.py"
+ROWS = ["infer_512", "infer_800", "infer_800_bf16", "infer_800_default", "train_step", "assign", "postprocess"]
+
+
+def test_quick_run_writes_all_keys(tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--device", "cpu", "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads((tmp_path / "cpu.json").read_text())
+    for key in ROWS:
+        row = results[key]
+        assert row["ours_ms"] > 0 and row["torchvision_ms"] > 0
+        assert abs(row["ratio"] - row["ours_ms"] / row["torchvision_ms"]) < 0.05 * row["ratio"]
+    memory = results["train_peak_mem_mb"]
+    assert memory["ours"] > 0 and memory["torchvision"] > 0 and memory["ratio"] > 0
+    assert 0 < results["postprocess_share"] < 1
+    assert results["max_score_difference"] < 1e-3  # same weights, same input: the same detections
+    assert "ratio" in done.stdout and "infer_800_default" in done.stdout
