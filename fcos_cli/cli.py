@@ -270,6 +270,7 @@ def train_cmd(
     from .data import open_data
     from .engine.common import next_run_dir, resolve_device
     from .engine.distributed import close_distributed, init_distributed
+    from .model.backbone import check_backbone_name
     from .engine.train import TrainingInterrupted, finetune_model, train
 
     dev = _run(resolve_device, device)
@@ -290,6 +291,7 @@ def train_cmd(
         if weights and backbone is None:
             backbone = _run(checkpoint.read_metadata, weights)[0].model.backbone.name
         m.backbone.name = backbone or "resnet50"
+        _run(check_backbone_name, m.backbone.name)  # before any data is read or run folder made
         m.backbone.pretrained_file = str(pretrained_file) if pretrained_file else None
         m.backbone.freeze_stages = -1 if freeze_stages is None else freeze_stages
         m.backbone.freeze_bn, m.backbone.lr_mult = freeze_bn, backbone_lr_mult

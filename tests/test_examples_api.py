@@ -26,3 +26,16 @@ def test_train_custom_coco_then_python_api(tmp_path: Path) -> None:
               "--out", str(tmp_path / "drawn"))
     assert "PIL and tensor input agree: True" in out
     assert len(list((tmp_path / "drawn").glob("*.png"))) == 2
+
+
+def test_explain_targets() -> None:
+    out = run("examples/explain_targets.py", "--preset", "paper", "--img-size", "256", "--box", "10,10,120,120",
+              "--box", "50,50,200,200")
+    assert "1364 points on 5 levels" in out  # 32x32 + 16x16 + 8x8 + 4x4 + 2x2
+    assert "taken_by_smaller_box" in out and "ambiguous points" in out
+
+
+def test_every_example_is_run_by_a_test() -> None:
+    tests = "".join(p.read_text() for p in (ROOT / "tests").glob("test_examples*.py"))
+    for example in (ROOT / "examples").glob("*.py"):
+        assert f"examples/{example.name}" in tests or f'"examples", "{example.name}"' in tests, example.name

@@ -19,11 +19,19 @@ from torchvision.ops.misc import FrozenBatchNorm2d  # what timm's freeze_batch_n
 from ..errors import UserError
 from .simple_pyramid import SimplePyramid
 
-__all__ = ["Backbone", "BackboneProbe", "LoadReport", "check_backbone", "plan_levels", "probe_backbone",
+__all__ = ["Backbone", "BackboneProbe", "LoadReport", "check_backbone", "check_backbone_name", "plan_levels", "probe_backbone",
            "suggest_backbones"]
 
 FCOS_STRIDES = (8, 16, 32)  # C3-C5 of the paper
 _NESTED_KEYS = ("state_dict", "model", "state_dict_ema")  # timm / torchvision training checkpoints
+
+
+def check_backbone_name(name: str) -> None:
+    """A UserError with close matches for a name timm does not know (cheap: builds nothing)."""
+    if not timm.is_model(name):
+        close = suggest_backbones(name)
+        hint = f"; close matches: {', '.join(close)}" if close else ""
+        raise UserError(f"unknown timm backbone {name!r}{hint}")
 
 
 def suggest_backbones(name: str, limit: int = 5) -> list[str]:
@@ -193,10 +201,7 @@ class Backbone(nn.Module):
     def __init__(self, name: str, strides: tuple[int, ...] = FCOS_STRIDES, pretrained: bool = False,
                  pretrained_file: str | None = None, freeze_stages: int = -1, freeze_bn: bool = False) -> None:
         super().__init__()
-        if not timm.is_model(name):
-            close = suggest_backbones(name)
-            hint = f"; close matches: {', '.join(close)}" if close else ""
-            raise UserError(f"unknown timm backbone {name!r}{hint}")
+        check_backbone_name(name)
         if pretrained and pretrained_file is None:
             raise UserError(f"pretrained weights for {name!r} are read from a local file: give pretrained_file "
                             f"(--pretrained-file); fcos_cli downloads nothing at run time")
