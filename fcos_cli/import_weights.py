@@ -61,9 +61,9 @@ class ImportReport:
 def _weights_only_refusal(path: Path, global_name: str) -> UserError:
     return UserError(
         f"{path} holds Python objects beyond tensors (it pickles {global_name}); fcos_cli reads checkpoints only "
-        f"with torch.load(weights_only=True), which runs no pickled code. If you trust the file, re-save its plain "
-        f"state dict: python -c \"import torch; c = torch.load('{path}', weights_only=False); "
-        f"torch.save(c.get('state_dict', c.get('model', c)), 'plain.pth')\" and import plain.pth")
+        f"with torch.load(weights_only=True), which runs no pickled code. If you trust the file, load it with the "
+        f"framework that wrote it, torch.save its plain state dict (checkpoint['state_dict'] or ['model']) and "
+        f"import that file")
 
 
 def read_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
