@@ -205,7 +205,6 @@ def centerness(paper: Path, weights: Path, out: Path, image_size: int) -> Path:
     """The center-ness target of one box on a dense grid, the targets of the demo image at P3, and the
     center-ness a short training run predicts there."""
     import fcos_cli
-    from fcos_cli.config import preset
     from fcos_cli.data import open_split
     from fcos_cli.data.dataset import DetectionDataset
     from fcos_cli.data.transforms import build_transform

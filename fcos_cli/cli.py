@@ -268,10 +268,10 @@ def train_cmd(
     from . import checkpoint
     from .config import preset as make_preset
     from .data import open_data
-    from .engine.common import next_run_dir, resolve_device
+    from .engine.common import resolve_device
     from .engine.distributed import close_distributed, init_distributed
-    from .model.backbone import check_backbone_name
     from .engine.train import TrainingInterrupted, finetune_model, train
+    from .model.backbone import check_backbone_name
 
     dev = _run(resolve_device, device)
     ranks, dev = _run(init_distributed, dev)  # under torchrun: this process's rank and device
@@ -452,7 +452,7 @@ def eval_cmd(
     """COCO mAP of a weights file on a dataset; writes results.json, metrics.json and pr_curve.png."""
     from . import checkpoint
     from .data import open_split
-    from .engine.common import next_run_dir, resolve_device
+    from .engine.common import resolve_device
     from .engine.evaluate import evaluate
     from .engine.predict import inference_amp
     from .model.optimize import optimize_for_inference
@@ -506,7 +506,7 @@ def predict_cmd(
     from functools import partial
 
     from . import checkpoint
-    from .engine.common import next_run_dir, resolve_device
+    from .engine.common import resolve_device
     from .engine.predict import collect_images, inference_amp, onnx_predict, predict, predict_files
     from .model.optimize import optimize_for_inference
 
@@ -578,7 +578,6 @@ def inspect_targets_cmd(
     from . import checkpoint
     from .config import preset as make_preset
     from .data import open_split
-    from .engine.common import next_run_dir
     from .inspect_targets import inspect_dataset
 
     if weights:

@@ -60,11 +60,10 @@ def detect(model: FCOS, cfg: FCOSConfig, images: Tensor, sizes: list[tuple[int, 
 
     Runs under `torch.inference_mode` (no autograd bookkeeping); the returned tensors are normal ones.
     """
-    device = images.device
-    with torch.inference_mode(), autocast(device, amp):
-        outputs = model(images)
-    with torch.inference_mode():  # decoding and NMS in float32 (flatten_levels casts), outside autocast
-        detections = detections_for(outputs, model.strides, sizes, cfg)
+    with torch.inference_mode():
+        with autocast(images.device, amp):
+            outputs = model(images)
+        detections = detections_for(outputs, model.strides, sizes, cfg)  # float32, outside autocast
     return [Detections(**{k: v.clone() for k, v in det.items()}) for det in detections]
 
 
