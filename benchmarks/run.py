@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
+import gc
 import json
 import os
 import resource
@@ -39,6 +41,7 @@ NUM_CLASSES = 91  # torchvision's COCO slots
 TRAINABLE_BACKBONE_LAYERS = 3  # torchvision's default: stem and layer1 frozen, FrozenBatchNorm2d everywhere
 GOALS = {"infer_800": 0.85, "train_step": 0.85, "assign": 0.2, "train_peak_mem_mb": 1.0, "infer_800_default": 0.5}
 POSTPROCESS_SHARE_GOAL = 0.05
+CPU_CONV_OPS = ("aten::mkldnn_convolution", "aten::convolution_backward")  # oneDNN forward; backward (all grads)
 START = time.perf_counter()
 
 
@@ -240,6 +243,20 @@ def train_step_fns(arch: str, size: int, batch: int, device: torch.device, boxes
     return (our_step if ours is not None else None), (tv_step if tv is not None else None)
 
 
+def conv_ms_per_step(step: Callable[[], None], steps: int = 2) -> tuple[float, float]:
+    """CPU (convolution ms, everything else ms) per training step, from torch.profiler's self times: how much
+    of a step is convolution forward and backward, the work that the architecture fixes."""
+    from torch.profiler import profile
+
+    with profile() as prof:
+        for _ in range(steps):
+            step()
+    events = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in events)
+    conv = sum(e.self_cpu_time_total for e in events if e.key in CPU_CONV_OPS)
+    return conv / steps / 1e3, (total - conv) / steps / 1e3
+
+
 def peak_memory_mb(arch: str, which: str, size: int, batch: int, device: torch.device, steps: int) -> float:
     """Peak memory of `steps` training steps of one model: CUDA max allocated, or the CPU process's max RSS
     (each model in its own subprocess, so that neither sees the other's allocations)."""
@@ -252,15 +269,29 @@ def peak_memory_mb(arch: str, which: str, size: int, batch: int, device: torch.d
         return torch.cuda.max_memory_allocated(device) / 2**20
     cmd = [sys.executable, __file__, "--memory-child", which, "--arch", arch, "--memory-size", str(size), "--memory-batch",
            str(batch), "--memory-steps", str(steps), "--threads", str(torch.get_num_threads())]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    # glibc's mmap threshold adapts to the allocation history, which moved peak RSS by +-50 MB between identical
+    # runs; a fixed one returns every large freed block at once, so RSS follows live memory (both children alike).
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": str(128 * 1024)}
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
     return float(out.strip().splitlines()[-1])
 
 
 def memory_child(arch: str, which: str, size: int, batch: int, steps: int) -> None:
+    """Prints the peak RSS of `steps` training steps: the high-water mark is reset after the models are built
+    (building ours also builds torchvision's model for its weights, which must not count)."""
     our_step, tv_step = train_step_fns(arch, size, batch, torch.device("cpu"), which=which)
+    gc.collect()
+    reset_peak_rss()
     for _ in range(steps):
         (our_step if which == "ours" else tv_step)()
     print(peak_rss_mb())
+
+
+def reset_peak_rss() -> None:
+    """Linux: hand freed heap back to the system and restart VmHWM from the current RSS (no-op elsewhere)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+        Path("/proc/self/clear_refs").write_text("5")
 
 
 def peak_rss_mb() -> float:
@@ -286,6 +317,12 @@ def run(device: torch.device, quick: bool, repeats: int) -> dict:
     our_step, tv_step = train_step_fns(arch, train_size, train_batch, device)
     ms = median_ms({"ours": our_step, "tv": tv_step}, repeats, device)
     results["train_step"] = row(ms["ours"], ms["tv"])
+    if device.type == "cpu":  # why train_step cannot go much lower: both run the same convolutions
+        (ours_conv, ours_other), (tv_conv, tv_other) = conv_ms_per_step(our_step), conv_ms_per_step(tv_step)
+        results["train_step_profile"] = {
+            "ours_conv_ms": round(ours_conv, 1), "ours_other_ms": round(ours_other, 1),
+            "torchvision_conv_ms": round(tv_conv, 1), "torchvision_other_ms": round(tv_other, 1),
+            "conv_floor_ratio": round(ours_conv / ms["tv"], 3)}
     log("train step done")
 
     our_assign, tv_assign = make_assigners(assign_batch, assign_boxes, assign_size)
@@ -346,6 +383,12 @@ def print_table(results: dict, device: str) -> None:
     share = results["postprocess_share"]
     add("postprocess_share", "ours: postprocess / inference 800", f"{share:.1%}", "", "",
         f"< {POSTPROCESS_SHARE_GOAL:.0%} {'met' if share < POSTPROCESS_SHARE_GOAL else 'MISSED'}")
+    if "train_step_profile" in results:
+        p = results["train_step_profile"]
+        add("train_step_profile", "train step: convolution / other (profiler)",
+            f"{p['ours_conv_ms']:.0f} / {p['ours_other_ms']:.0f} ms",
+            f"{p['torchvision_conv_ms']:.0f} / {p['torchvision_other_ms']:.0f} ms",
+            f"{p['conv_floor_ratio']:.3f}", "ours conv alone / torchvision step")
     if table is not None:
         Console(width=max(Console().width, 132)).print(table)
     s = results["setup"]

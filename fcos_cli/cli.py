@@ -246,6 +246,8 @@ def train_cmd(
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.", callback=_device)] = "auto",
     amp: Annotated[bool, typer.Option(help="Mixed precision: bf16 on CPU, fp16 on CUDA.")] = False,
     ema: Annotated[bool, typer.Option(help="Keep an EMA of the weights and evaluate/save it.")] = False,
+    compile: Annotated[bool, typer.Option("--compile", help="torch.compile the model (the first steps are slow).")
+                       ] = False,
     weights: Annotated[Optional[Path], typer.Option("--weights", "-w", help="Start from these fcos_cli weights "
                                                    "(fine-tuning; other classes are fine).", exists=True, dir_okay=False)] = None,
     resume: Annotated[Optional[Path], typer.Option(help="Continue a run from its last.safetensors.",
@@ -301,7 +303,7 @@ def train_cmd(
             cfg.targets.size_ranges = _size_ranges(size_ranges, len(cfg.model.fpn.levels))
         t.epochs, t.batch_size, t.optimizer, t.seed, t.workers = epochs, batch_size, optimizer, seed, workers
         t.amp, t.ema, t.warmup_steps, t.schedule, t.grad_clip = amp, ema, warmup_steps, schedule, grad_clip
-        t.eval_interval = eval_interval
+        t.eval_interval, t.compile = eval_interval, compile
         if multi_scale:
             d.multi_scale = _int_list(multi_scale, "--multi-scale")
         t.lr = lr if lr is not None else (0.01 if optimizer == "sgd" else 0.001)

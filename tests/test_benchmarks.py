@@ -23,5 +23,7 @@ def test_quick_run_writes_all_keys(tmp_path: Path) -> None:
     memory = results["train_peak_mem_mb"]
     assert memory["ours"] > 0 and memory["torchvision"] > 0 and memory["ratio"] > 0
     assert 0 < results["postprocess_share"] < 1
+    profile = results["train_step_profile"]
+    assert 0 < profile["ours_conv_ms"] and 0 < profile["torchvision_conv_ms"] and 0 < profile["conv_floor_ratio"]
     assert results["max_score_difference"] < 1e-3  # same weights, same input: the same detections
     assert "ratio" in done.stdout and "infer_800_default" in done.stdout

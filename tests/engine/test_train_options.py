@@ -63,3 +63,27 @@ def test_amp_and_ema_training_run(tmp_path: Path) -> None:
         raw = f.get_tensor("model.head.cls_logits.weight")  # the trained weights, for --resume
     assert torch.isfinite(raw).all()
     assert not torch.equal(saved["head.cls_logits.weight"], raw)
+
+
+def test_compiled_training_matches_eager(tmp_path: Path, monkeypatch) -> None:
+    """`train.compile` (torch.compile) trains the same model: same weights as eager, within rounding.
+
+    Dynamo and AOT autograd as `fcos train --compile` runs them, with the eager backend instead of inductor,
+    whose C++ kernel builds take over a minute on two cores.
+    """
+    eager_compile = torch.nn.Module.compile
+    monkeypatch.setattr(torch.nn.Module, "compile", lambda self, **kw: eager_compile(self, backend="aot_eager", **kw))
+    root = write_demo_data(tmp_path / "data", num_train=2, num_val=1, max_side=96, seed=3)
+    weights = {}
+    for compile in (False, True):
+        cfg = tiny_config(epochs=1)
+        cfg.train.compile, cfg.train.batch_size, cfg.train.ema = compile, 2, compile  # EMA copies the compiled model
+        cfg.train.optimizer = "sgd"  # Adam's normalised steps would magnify rounding in near-zero gradients
+        result = train(cfg, open_split(root / "train.json"), None, tmp_path / f"run{compile}", torch.device("cpu"),
+                       progress=False)
+        with safe_open(str(state_path(result.last)), framework="pt") as f:
+            weights[compile] = {k: f.get_tensor(k) for k in f.keys() if k.startswith("model.")}
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] > 0  # it really compiled
+    assert weights[True].keys() == weights[False].keys()
+    for k, v in weights[False].items():
+        torch.testing.assert_close(weights[True][k], v, rtol=1e-3, atol=1e-5, msg=lambda m, k=k: f"{k}: {m}")
