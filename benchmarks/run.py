@@ -204,9 +204,10 @@ def bench_inference(arch: str, sizes: dict[str, int], repeats: int, device: torc
     return results
 
 
-def train_step_fns(arch: str, size: int, batch: int, device: torch.device, boxes: int = 20, which: str = "both"):
+def train_step_fns(arch: str, size: int, batch: int, device: torch.device, boxes: int = 20, which: str = "both",
+                   amp: bool = False):
     """One-step closures (forward, loss, backward, SGD step) for ours and torchvision, same data and weights
-    (None for the model that `which` leaves out)."""
+    (None for the model that `which` leaves out); `amp`: forward and loss under the same autocast."""
     from assign import random_boxes
 
     tv, ours, cfg = build_pair(arch, train=True, which=which)
@@ -229,13 +230,15 @@ def train_step_fns(arch: str, size: int, batch: int, device: torch.device, boxes
         our_opt = optimizer(ours)
 
     def tv_step():
-        losses = tv(list(images), targets)
+        with amp_context(device, amp):
+            losses = tv(list(images), targets)
         sum(losses.values()).backward()
         tv_opt.step()
         tv_opt.zero_grad(set_to_none=True)
 
     def our_step():
-        losses = loss_for(ours(images), ours.strides, gt_boxes, gt_labels, cfg)
+        with amp_context(device, amp):
+            losses = loss_for(ours(images), ours.strides, gt_boxes, gt_labels, cfg)
         losses.total.backward()
         our_opt.step()
         our_opt.zero_grad(set_to_none=True)
@@ -323,7 +326,11 @@ def run(device: torch.device, quick: bool, repeats: int) -> dict:
             "ours_conv_ms": round(ours_conv, 1), "ours_other_ms": round(ours_other, 1),
             "torchvision_conv_ms": round(tv_conv, 1), "torchvision_other_ms": round(tv_other, 1),
             "conv_floor_ratio": round(ours_conv / ms["tv"], 3)}
-    log("train step done")
+    amp_key = "train_step_bf16" if device.type == "cpu" else "train_step_amp"
+    ms = median_ms(dict(zip(("ours", "tv"), train_step_fns(arch, train_size, train_batch, device, amp=True))),
+                   repeats, device)
+    results[amp_key] = row(ms["ours"], ms["tv"])  # what `fcos train --amp` gives
+    log("train steps done")
 
     our_assign, tv_assign = make_assigners(assign_batch, assign_boxes, assign_size)
     assert torch.equal(our_assign(), tv_assign()), "assignment differs from torchvision's"
@@ -357,7 +364,8 @@ def print_table(results: dict, device: str) -> None:
              ("infer_800_bf16", "inference 800, both bf16 autocast"), ("infer_800_amp", "inference 800, both AMP"),
              ("infer_800_default", "inference 800: ours default vs torchvision fp32"),
              ("infer_800_unoptimized", "inference 800, fp32, ours without optimize_for_inference"),
-             ("train_step", "train step, batch 2 at 512"), ("assign", "target assignment, 8 x 50 boxes at 800"),
+             ("train_step", "train step, batch 2 at 512, fp32"),
+             ("train_step_bf16", "train step, both bf16 autocast"), ("train_step_amp", "train step, both AMP"), ("assign", "target assignment, 8 x 50 boxes at 800"),
              ("postprocess", "postprocess alone, score threshold 0")]
     try:
         from rich.console import Console

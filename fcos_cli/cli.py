@@ -7,72 +7,15 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
-from typer.core import TyperGroup
 
 from . import __version__
-from .errors import UserError, one_line
-
-
-class _OneLineErrors(TyperGroup):
-    """Click's usage errors (a bad option value, an unknown option) as one line too, not a usage box."""
-
-    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
-        import sys
-
-        try:  # Typer >= 0.24 vendors Click as typer._click; older versions use Click itself
-            from typer._click import exceptions as click
-        except ImportError:
-            from click import exceptions as click
-
-        from rich.markup import escape
-
-        if not standalone_mode:
-            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
-        try:
-            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
-        except getattr(click, "NoArgsIsHelpError", ()):  # `fcos` alone: Typer's help as usual (Click >= 8.2)
-            return super().main(args, prog_name, complete_var, standalone_mode=True, **extra)
-        except click.ClickException as e:
-            hint = f" (see {e.ctx.command_path} --help)" if getattr(e, "ctx", None) is not None else ""
-            err_console.print(f"[red]error:[/red] {escape(one_line(e.format_message()))}{escape(hint)}",
-                              highlight=False, soft_wrap=True)
-            sys.exit(e.exit_code)
-        except typer.Abort:
-            err_console.print("[red]aborted[/red]")
-            sys.exit(1)
-        sys.exit(code if isinstance(code, int) else 0)
+from .cli_options import (OneLineErrors, call, console, default_weights, device_option, err_console, fail,
+                          given_options, output_file, parse_int_list, parse_size_pair, parse_size_ranges, positive,
+                          print_metrics, report_data, run_dir_for, state, valid_if, warn)
 
 
 app = typer.Typer(help="FCOS object detection on any timm backbone.", no_args_is_help=True,
-                  pretty_exceptions_enable=False, add_completion=False, cls=_OneLineErrors)
-console = Console()
-err_console = Console(stderr=True)
-_state = {"debug": False}
-
-
-def _fail(message: str):
-    """One red line on stderr and exit code 2: how every user mistake ends."""
-    from rich.markup import escape
-
-    err_console.print(f"[red]error:[/red] {escape(one_line(message))}", highlight=False, soft_wrap=True)
-    raise typer.Exit(2)
-
-
-def _warn(message: str) -> None:
-    from rich.markup import escape
-
-    err_console.print(f"[yellow]warning:[/yellow] {escape(one_line(message))}", highlight=False, soft_wrap=True)
-
-
-def _run(fn, *args, **kwargs):
-    """Call library code; a UserError becomes one red line and exit code 2 (traceback with --debug)."""
-    try:
-        return fn(*args, **kwargs)
-    except UserError as e:
-        if _state["debug"]:
-            raise
-        _fail(str(e))
+                  pretty_exceptions_enable=False, add_completion=False, cls=OneLineErrors)
 
 
 def _version(value: bool) -> None:
@@ -88,7 +31,7 @@ def main(
     debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks for errors.")] = False,
 ) -> None:
     """FCOS object detection on any timm backbone."""
-    _state["debug"] = debug
+    state["debug"] = debug
 
 
 @app.command("config")
@@ -98,152 +41,60 @@ def config_cmd(
     """Print a preset's full configuration as JSON (every field the weights file records)."""
     from .config import preset as make_preset, to_dict
 
-    cfg = _run(make_preset, preset)
+    cfg = call(make_preset, preset)
     console.print_json(json.dumps(to_dict(cfg)))
-
-
-def _default_weights() -> Path:
-    """Newest runs/train/*/best.safetensors, else last.safetensors."""
-    runs = sorted((p for p in Path("runs/train").glob("*") if p.is_dir()), key=lambda p: p.stat().st_mtime, reverse=True)
-    for run in runs:
-        for name in ("best.safetensors", "last.safetensors"):
-            if (run / name).is_file():
-                return run / name
-    raise UserError("no --weights given and no runs/train/*/best.safetensors to default to (train first)")
-
-
-def _int_list(text: str, flag: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(v) for v in text.split(","))
-    except ValueError:
-        raise typer.BadParameter(f"expected comma-separated whole numbers, got {text!r}", param_hint=flag) from None
-    if any(v <= 0 for v in values):
-        raise typer.BadParameter(f"values must be positive, got {text!r}", param_hint=flag)
-    return values
-
-
-def _positive(name: str):
-    def check(value):
-        if value is not None and value <= 0:
-            raise typer.BadParameter(f"must be positive, got {value}")  # Click names the option
-        return value
-    return check
-
-
-def _check(test, expected: str):
-    """An option callback: `value` must pass `test`, else one line saying what was `expected`."""
-    def check(value):
-        if value is not None and not test(value):
-            raise typer.BadParameter(f"expected {expected}, got {value}")
-        return value
-    return check
-
-
-def _device(value: str) -> str:
-    import re
-
-    if value not in ("auto", "cpu", "cuda") and not re.fullmatch(r"cuda:\d+", value):
-        raise typer.BadParameter(f"expected auto, cpu, cuda or cuda:N, got {value!r}")
-    return value
-
-
-def _size_ranges(text: str, num_levels: int) -> tuple[float, ...]:
-    """--size-ranges: one boundary between each two levels, increasing."""
-    values = _int_list(text, "--size-ranges")
-    if len(values) != num_levels - 1:
-        raise typer.BadParameter(f"expected {num_levels - 1} boundaries for {num_levels} levels "
-                                 f"(e.g. 64,128,256,512), got {text!r}", param_hint="--size-ranges")
-    if any(b <= a for a, b in zip(values, values[1:])):
-        raise typer.BadParameter(f"boundaries must increase, got {text!r}", param_hint="--size-ranges")
-    return tuple(float(v) for v in values)
-
-
-def _run_dir(project: str, name: str, exist_ok: bool = False) -> Path:
-    """PROJECT/NAME, numbered NAME2, NAME3, ... when taken; a NAME that leaves PROJECT or a PROJECT that is a
-    file is one error line."""
-    from .engine.common import next_run_dir
-
-    if not name or name in (".", "..") or "/" in name or "\\" in name:
-        _fail(f"--name {name!r}: expected a plain folder name (it goes under --project {project})")
-    try:
-        return next_run_dir(project, name, exist_ok)
-    except OSError as e:
-        _fail(f"--project {project}: cannot create the run folder {Path(project) / name} ({e.strerror})")
-
-
-def _output_file(output: Path) -> Path:
-    if output.is_dir():
-        _fail(f"--output {output} is a folder; give a file name")
-    if not output.parent.is_dir():
-        _fail(f"--output {output}: the folder {output.parent} does not exist")
-    return output
-
-
-def _report_data(*indexes) -> None:
-    """One warning line per dataset load: the images it skipped and the boxes it dropped or clipped."""
-    seen = set()
-    for index in indexes:
-        if index is None or index.source in seen:  # a --val-fraction split shares its file's report
-            continue
-        seen.add(index.source)
-        parts = []
-        if index.skipped_files:
-            names = ", ".join(f"{path} ({why})" for path, why in index.skipped_files[:3])
-            more = f" and {len(index.skipped_files) - 3} more" if len(index.skipped_files) > 3 else ""
-            parts.append(f"skipped {len(index.skipped_files)} image(s): {names}{more}")
-        parts += [f"dropped {n} {reason}" for reason, n in index.skipped.items() if not reason.startswith("images")]
-        if index.clipped:
-            parts.append(f"clipped {index.clipped} boxes to the image")
-        if parts:
-            _warn(f"{index.source or 'data'}: {'; '.join(parts)}")
 
 
 @app.command("demo-data")
 def demo_data_cmd(
     out: Annotated[str, typer.Argument(help="Directory to write images/, train.json and val.json into.")],
-    num_train: Annotated[int, typer.Option(help="Training images.", callback=_positive("--num-train"))] = 96,
-    num_val: Annotated[int, typer.Option(help="Validation images.", callback=_positive("--num-val"))] = 24,
+    num_train: Annotated[int, typer.Option(help="Training images.", callback=positive("--num-train"))] = 96,
+    num_val: Annotated[int, typer.Option(help="Validation images.", callback=positive("--num-val"))] = 24,
     seed: Annotated[int, typer.Option(help="Random seed: the same seed writes the same dataset.")] = 0,
 ) -> None:
     """Write the built-in synthetic demo dataset (shapes of 8 to 800 px) as COCO JSON + JPEG images."""
     from .data.synthetic import write_demo_data
 
     if Path(out).exists() and not Path(out).is_dir():
-        _fail(f"{out} is a file; give a folder to write the demo data into")
+        fail(f"{out} is a file; give a folder to write the demo data into")
     path = write_demo_data(out, num_train=num_train, num_val=num_val, seed=seed)
     console.print(f"wrote {num_train} + {num_val} images to {path} (train.json, val.json)")
 
 
+_RESUME_OPTIONS = {"resume", "device", "workers", "compile"}  # how a run is carried on, not what it computes
+
+
 @app.command("train")
 def train_cmd(
+    ctx: typer.Context,
     data: Annotated[str, typer.Option(help="COCO .json, YOLO data.yaml, or 'demo' (built in, generated offline).")] = "demo",
     backbone: Annotated[Optional[str], typer.Option(help="Any timm model; see `fcos backbones` "
                                                     "[default: resnet50, or the --weights' backbone].")] = None,
     preset: Annotated[str, typer.Option(help="paper, improved or torchvision.")] = "improved",
-    epochs: Annotated[int, typer.Option(help="Training epochs.", callback=_positive("--epochs"))] = 12,
-    batch_size: Annotated[int, typer.Option(help="Images per step.", callback=_positive("--batch-size"))] = 8,
-    img_size: Annotated[int, typer.Option(help="Longest image side in pixels.", callback=_positive("--img-size"))] = 640,
+    epochs: Annotated[int, typer.Option(help="Training epochs.", callback=positive("--epochs"))] = 12,
+    batch_size: Annotated[int, typer.Option(help="Images per step.", callback=positive("--batch-size"))] = 8,
+    img_size: Annotated[int, typer.Option(help="Longest image side in pixels.", callback=positive("--img-size"))] = 640,
     lr: Annotated[Optional[float], typer.Option(help="Peak learning rate [default: 0.01 sgd, 0.001 adamw].",
-                                                callback=_positive("--lr"))] = None,
+                                                callback=positive("--lr"))] = None,
     optimizer: Annotated[str, typer.Option(help="sgd or adamw.")] = "sgd",
     warmup_steps: Annotated[int, typer.Option(help="Linear warm-up steps (at most a third of training).",
-                                              callback=_check(lambda v: v >= 0, "0 or more"))] = 500,
+                                              callback=valid_if(lambda v: v >= 0, "0 or more"))] = 500,
     schedule: Annotated[str, typer.Option(help="cosine, or step (x0.1 at 2/3 and 8/9 of training).")] = "cosine",
     grad_clip: Annotated[float, typer.Option(help="Max gradient norm; 0 turns clipping off.",
-                                             callback=_check(lambda v: v >= 0, "0 or more"))] = 10.0,
+                                             callback=valid_if(lambda v: v >= 0, "0 or more"))] = 10.0,
     multi_scale: Annotated[Optional[str], typer.Option(help="Training sizes picked per image, e.g. 288,320,352.")] = None,
     eval_interval: Annotated[int, typer.Option(help="Validate every N epochs (and after the last).",
-                                               callback=_positive("--eval-interval"))] = 1,
-    fpn_channels: Annotated[int, typer.Option(help="FPN and head width.", callback=_positive("--fpn-channels"))] = 256,
+                                               callback=positive("--eval-interval"))] = 1,
+    fpn_channels: Annotated[int, typer.Option(help="FPN and head width.", callback=positive("--fpn-channels"))] = 256,
     head_convs: Annotated[int, typer.Option(help="Convs per head tower.",
-                                            callback=_check(lambda v: v >= 1, "at least 1"))] = 4,
+                                            callback=valid_if(lambda v: v >= 1, "at least 1"))] = 4,
     size_ranges: Annotated[Optional[str], typer.Option(help="Level size boundaries m_1..m_4 [default: "
                                                        "64,128,256,512].")] = None,
     val_data: Annotated[Optional[str], typer.Option(help="Validation data [default: the data's val split].")] = None,
     val_fraction: Annotated[float, typer.Option(help="Hold out this fraction of a single COCO file.",
-                                                callback=_check(lambda v: 0 <= v < 1, "a fraction in [0, 1)"))] = 0.0,
+                                                callback=valid_if(lambda v: 0 <= v < 1, "a fraction in [0, 1)"))] = 0.0,
     images: Annotated[Optional[str], typer.Option(help="Image folder of a COCO file [default: beside it].")] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.", callback=_device)] = "auto",
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.", callback=device_option)] = "auto",
     amp: Annotated[bool, typer.Option(help="Mixed precision: bf16 on CPU, fp16 on CUDA.")] = False,
     ema: Annotated[bool, typer.Option(help="Keep an EMA of the weights and evaluate/save it.")] = False,
     compile: Annotated[bool, typer.Option("--compile", help="torch.compile the model (the first steps are slow).")
@@ -258,10 +109,10 @@ def train_cmd(
                                                          min=0)] = None,
     freeze_bn: Annotated[bool, typer.Option(help="Backbone BatchNorm in eval mode with frozen affine.")] = False,
     backbone_lr_mult: Annotated[float, typer.Option(help="Backbone learning rate = lr x this.",
-                                                    callback=_positive("--backbone-lr-mult"))] = 1.0,
+                                                    callback=positive("--backbone-lr-mult"))] = 1.0,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     workers: Annotated[int, typer.Option(help="Data-loading worker processes (0: load in the main process).",
-                                         callback=_check(lambda v: v >= 0, "0 or more"))] = 2,
+                                         callback=valid_if(lambda v: v >= 0, "0 or more"))] = 2,
     project: Annotated[str, typer.Option(help="Parent folder of runs.")] = "runs/train",
     name: Annotated[str, typer.Option(help="Run name (numbered exp, exp2, ... when taken).")] = "exp",
     exist_ok: Annotated[bool, typer.Option(help="Reuse an existing run folder.")] = False,
@@ -275,46 +126,54 @@ def train_cmd(
     from .engine.train import TrainingInterrupted, finetune_model, train
     from .model.backbone import check_backbone_name
 
-    dev = _run(resolve_device, device)
-    ranks, dev = _run(init_distributed, dev)  # under torchrun: this process's rank and device
+    dev = call(resolve_device, device)
+    ranks, dev = call(init_distributed, dev)  # under torchrun: this process's rank and device
     if not ranks.is_main:  # rank 0 speaks for all
         console.quiet = err_console.quiet = True
     model = None
     if resume:  # everything comes from the run's own config
-        cfg = _run(checkpoint.read_metadata, resume)[0]
+        given = given_options(ctx)
+        ignored = [flag for name, flag in given.items() if name not in _RESUME_OPTIONS]
+        if ignored:
+            raise typer.BadParameter(f"a resumed run keeps its own config; drop {', '.join(ignored)} (only "
+                                     f"--device, --workers and --compile may change)", param_hint="--resume")
+        cfg = call(checkpoint.read_metadata, resume)[0]
+        cfg.train.compile = compile
+        if "workers" in given:
+            cfg.train.workers = workers
         run_dir = Path(resume).parent
     else:
-        cfg = _run(make_preset, preset)
+        cfg = call(make_preset, preset)
         if optimizer not in ("sgd", "adamw"):
             raise typer.BadParameter("expected sgd or adamw", param_hint="--optimizer")
         if schedule not in ("cosine", "step"):
             raise typer.BadParameter("expected cosine or step", param_hint="--schedule")
         m, t, d = cfg.model, cfg.train, cfg.data
         if weights and backbone is None:
-            backbone = _run(checkpoint.read_metadata, weights)[0].model.backbone.name
+            backbone = call(checkpoint.read_metadata, weights)[0].model.backbone.name
         m.backbone.name = backbone or "resnet50"
-        _run(check_backbone_name, m.backbone.name)  # before any data is read or run folder made
+        call(check_backbone_name, m.backbone.name)  # before any data is read or run folder made
         m.backbone.pretrained_file = str(pretrained_file) if pretrained_file else None
         m.backbone.freeze_stages = -1 if freeze_stages is None else freeze_stages
         m.backbone.freeze_bn, m.backbone.lr_mult = freeze_bn, backbone_lr_mult
         m.fpn.out_channels, m.head.num_convs = fpn_channels, head_convs
         m.head.num_groups = min(m.head.num_groups, max(fpn_channels // 2, 1))  # GroupNorm needs 2+ values at 1x1
         if size_ranges:
-            cfg.targets.size_ranges = _size_ranges(size_ranges, len(cfg.model.fpn.levels))
+            cfg.targets.size_ranges = parse_size_ranges(size_ranges, len(cfg.model.fpn.levels))
         t.epochs, t.batch_size, t.optimizer, t.seed, t.workers = epochs, batch_size, optimizer, seed, workers
         t.amp, t.ema, t.warmup_steps, t.schedule, t.grad_clip = amp, ema, warmup_steps, schedule, grad_clip
         t.eval_interval, t.compile = eval_interval, compile
         if multi_scale:
-            d.multi_scale = _int_list(multi_scale, "--multi-scale")
+            d.multi_scale = parse_int_list(multi_scale, "--multi-scale")
         t.lr = lr if lr is not None else (0.01 if optimizer == "sgd" else 0.001)
         d.train, d.val, d.val_fraction, d.images, d.img_size = data, val_data, val_fraction, images, img_size
         run_dir = None
     with ranks.main_first():  # rank 0 writes the demo cache before the others read it
-        train_index, val_index = _run(open_data, cfg.data.train, cfg.data.val, cfg.data.val_fraction,
+        train_index, val_index = call(open_data, cfg.data.train, cfg.data.val, cfg.data.val_fraction,
                                       cfg.train.seed, cfg.data.images)
-    _report_data(train_index, val_index)
+    report_data(train_index, val_index)
     if weights and not resume:
-        model, report = _run(finetune_model, Path(weights), cfg, train_index.class_names)
+        model, report = call(finetune_model, Path(weights), cfg, train_index.class_names)
         for line in report:
             console.print(line)
     elif not resume and (pretrained_file or freeze_stages is not None or freeze_bn):
@@ -324,16 +183,16 @@ def train_cmd(
 
         torch.manual_seed(cfg.train.seed)
         cfg.model.num_classes = len(train_index.class_names)
-        model = _run(build_model, cfg.model)  # built here to report what loaded and what is frozen
+        model = call(build_model, cfg.model)  # built here to report what loaded and what is frozen
     if model is not None:
         report = model.backbone.load_report
         for line in [*(report.lines() if report else []), *(f"frozen: {f}" for f in model.backbone.frozen)]:
             console.print(line, highlight=False)
-    run_dir = run_dir or ranks.share(_run_dir(project, name, exist_ok) if ranks.is_main else None)
+    run_dir = run_dir or ranks.share(run_dir_for(project, name, exist_ok) if ranks.is_main else None)
     console.print(f"training on {len(train_index.records)} images ({', '.join(train_index.class_names)}), "
                   f"validating on {len(val_index.records) if val_index else 0}, device {dev}, run {run_dir}")
     try:
-        result = _run(train, cfg, train_index, val_index, run_dir, dev, model=model, console=console,
+        result = call(train, cfg, train_index, val_index, run_dir, dev, model=model, console=console,
                       resume=Path(resume) if resume else None, ranks=ranks)
     except TrainingInterrupted as stop:
         err_console.print(f"[yellow]{stop}[/yellow]; continue with: fcos train --resume {stop.last}",
@@ -344,33 +203,8 @@ def train_cmd(
     if result.skipped_steps:
         err_console.print(f"[yellow]warning:[/yellow] {result.skipped_steps} steps skipped without an update "
                           f"(non-finite loss or gradients)", highlight=False)
-    _print_metrics(result.final)
+    print_metrics(result.final)
     console.print(f"{result.seconds:.0f} s; weights: {result.best} (best AP {max(result.best_ap, 0):.3f}), {result.last}")
-
-
-def _print_metrics(result) -> None:
-    from rich.table import Table
-
-    if result is None:
-        return
-    table = Table("metric", "value", title="COCO metrics")
-    for key in ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR100"):
-        table.add_row(key, f"{result.metrics[key]:.3f}")
-    console.print(table)
-    per_class = Table("class", "AP", title="AP per class")
-    for name, ap in result.per_class_ap.items():
-        per_class.add_row(name, "-" if ap != ap else f"{ap:.3f}")
-    console.print(per_class)
-    console.print(f"mAP {result.metrics['AP']:.3f}  mAP50 {result.metrics['AP50']:.3f}")
-
-
-def _size_pair(text: str, flag: str) -> tuple[int, int]:
-    values = _int_list(text, flag)
-    if len(values) == 1:
-        values = values * 2
-    if len(values) != 2:
-        raise typer.BadParameter(f"expected H,W (or one side), got {text!r}", param_hint=flag)
-    return values[0], values[1]
 
 
 @app.command("backbones")
@@ -395,12 +229,12 @@ def backbones_cmd(
     from .model.backbone import check_backbone, probe_backbone, suggest_backbones
 
     if check:
-        size = _size_pair(img_size, "--img-size")
+        size = parse_size_pair(img_size, "--img-size")
         if not timm.is_model(check):
             close = suggest_backbones(check)
             hint = f"; close matches: {', '.join(close)}" if close else ""
             raise typer.BadParameter(f"unknown timm model {check!r}{hint}", param_hint="--check")
-        rows = _run(check_backbone, check, size)
+        rows = call(check_backbone, check, size)
         table = Table("part", "stride", "shape (B, C, H, W)", title=f"{check} on a {size[0]}x{size[1]} image")
         for part, stride, shape in rows:
             table.add_row(part, str(stride), str(shape))
@@ -411,7 +245,7 @@ def backbones_cmd(
     query = pattern if pattern is None or any(c in pattern for c in "*?[") else f"*{pattern}*"
     names = timm.list_models(query) if query else timm.list_models()
     if not names:
-        _fail(f"no timm model matches {pattern!r}")
+        fail(f"no timm model matches {pattern!r}")
     probed = names[:limit] if limit else names
     start = time.perf_counter()
     probes = [probe_backbone(name) for name in probed]
@@ -441,10 +275,10 @@ def eval_cmd(
                                                    "runs/train/*/best.safetensors].", exists=True, dir_okay=False)] = None,
     data: Annotated[str, typer.Option(help="COCO .json, YOLO data.yaml, or 'demo' (its val split).")] = "demo",
     images: Annotated[Optional[str], typer.Option(help="Image folder of a COCO file (default: beside it).")] = None,
-    batch_size: Annotated[int, typer.Option(help="Images per batch.", callback=_positive("--batch-size"))] = 8,
+    batch_size: Annotated[int, typer.Option(help="Images per batch.", callback=positive("--batch-size"))] = 8,
     img_size: Annotated[Optional[int], typer.Option(help="Longest side [default: the weights' training size].",
-                                                    callback=_positive("--img-size"))] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.", callback=_device)] = "auto",
+                                                    callback=positive("--img-size"))] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.", callback=device_option)] = "auto",
     fp32: Annotated[bool, typer.Option("--fp32", help="Float32 throughout (default on a CPU with bf16: bf16 "
                                        "network, float32 decoding and NMS).")] = False,
     compile: Annotated[bool, typer.Option("--compile", help="torch.compile the model (slow first batch).")] = False,
@@ -459,22 +293,22 @@ def eval_cmd(
     from .engine.predict import inference_amp
     from .model.optimize import optimize_for_inference
 
-    path = Path(weights) if weights else _run(_default_weights)
+    path = Path(weights) if weights else call(default_weights)
     console.print(f"weights: {path}")
-    dev = _run(resolve_device, device)
-    model, cfg, class_names = _run(checkpoint.load, path, dev)
-    index = _run(open_split, data, "val", images)
-    _report_data(index)
+    dev = call(resolve_device, device)
+    model, cfg, class_names = call(checkpoint.load, path, dev)
+    index = call(open_split, data, "val", images)
+    report_data(index)
     if index.class_names != class_names:
-        _fail(f"the data's classes {index.class_names} differ from the weights' classes {class_names}")
+        fail(f"the data's classes {index.class_names} differ from the weights' classes {class_names}")
     if img_size:
         cfg.data.img_size = img_size
-    out = _run_dir(project, name)
+    out = run_dir_for(project, name)
     amp = inference_amp(dev, fp32=fp32)
     console.print(f"precision: {'bf16 autocast' if amp else 'float32'}", highlight=False)
     fast = optimize_for_inference(model, compile=compile)  # a copy: folded BatchNorm, channels_last
-    result = _run(evaluate, fast, cfg, index, dev, batch_size=batch_size, amp=amp, out_dir=out)
-    _print_metrics(result)
+    result = call(evaluate, fast, cfg, index, dev, batch_size=batch_size, amp=amp, out_dir=out)
+    print_metrics(result)
     console.print(f"wrote {out}/results.json, metrics.json, pr_curve.png")
 
 
@@ -488,15 +322,15 @@ def predict_cmd(
     iou: Annotated[Optional[float], typer.Option(help="NMS IoU threshold [default: the weights' config].",
                                                  min=0.0, max=1.0)] = None,
     max_det: Annotated[Optional[int], typer.Option(help="Detections per image [default: the weights' config].",
-                                                   callback=_positive("--max-det"))] = None,
+                                                   callback=positive("--max-det"))] = None,
     img_size: Annotated[Optional[int], typer.Option(help="Longest side [default: the weights' training size].",
-                                                    callback=_positive("--img-size"))] = None,
-    batch_size: Annotated[int, typer.Option(help="Images per batch.", callback=_positive("--batch-size"))] = 8,
+                                                    callback=positive("--img-size"))] = None,
+    batch_size: Annotated[int, typer.Option(help="Images per batch.", callback=positive("--batch-size"))] = 8,
     half: Annotated[bool, typer.Option(help="Half precision: fp16 on CUDA, bf16 on CPU.")] = False,
     fp32: Annotated[bool, typer.Option("--fp32", help="Float32 throughout (default on a CPU with bf16: bf16 "
                                        "network, float32 decoding and NMS).")] = False,
     compile: Annotated[bool, typer.Option("--compile", help="torch.compile the model (slow first batch).")] = False,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.", callback=_device)] = "auto",
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.", callback=device_option)] = "auto",
     save_images: Annotated[bool, typer.Option(help="Write annotated images.")] = True,
     project: Annotated[str, typer.Option(help="Parent folder of prediction runs.")] = "runs/predict",
     name: Annotated[str, typer.Option(help="Output folder name (numbered when taken).")] = "exp",
@@ -512,42 +346,42 @@ def predict_cmd(
     from .engine.predict import collect_images, inference_amp, onnx_predict, predict, predict_files
     from .model.optimize import optimize_for_inference
 
-    path = Path(weights) if weights else _run(_default_weights)
-    files, others = _run(collect_images, source)
+    path = Path(weights) if weights else call(default_weights)
+    files, others = call(collect_images, source)
     if path.suffix == ".onnx":  # NMS settings and size are baked into the exported graph
         import onnx
 
         try:
             proto = onnx.load(str(path), load_external_data=False)
         except Exception as e:  # noqa: BLE001 - protobuf raises several types for a file that is not ONNX
-            _fail(f"--weights {path} is not a readable ONNX file ({type(e).__name__}); write one with `fcos export`")
+            fail(f"--weights {path} is not a readable ONNX file ({type(e).__name__}); write one with `fcos export`")
         metadata = {p.key: p.value for p in proto.metadata_props}
         class_names = json.loads(metadata.get("fcos_cli.class_names", "[]"))
         category_ids = json.loads(metadata.get("fcos_cli.category_ids", "null"))
         detect = partial(onnx_predict, path)
     else:
-        dev = _run(resolve_device, device)
-        model, cfg, class_names = _run(checkpoint.load, path, dev)
-        metadata = _run(checkpoint.read_metadata, path)[2]
+        dev = call(resolve_device, device)
+        model, cfg, class_names = call(checkpoint.load, path, dev)
+        metadata = call(checkpoint.read_metadata, path)[2]
         category_ids = json.loads(metadata.get("fcos_cli.category_ids", "null"))
         cfg.post.nms_iou = cfg.post.nms_iou if iou is None else iou
         cfg.post.max_detections = max_det or cfg.post.max_detections
         cfg.data.img_size = img_size or cfg.data.img_size
         if half and fp32:
-            _fail("--half and --fp32 contradict each other: give one")
+            fail("--half and --fp32 contradict each other: give one")
         fast = optimize_for_inference(model, compile=compile)  # a copy: folded BatchNorm, channels_last
         detect = partial(predict, fast, cfg, batch_size=batch_size, amp=inference_amp(dev, half, fp32))
     category_ids = category_ids or list(range(1, len(class_names) + 1))
-    out = _run_dir(project, name)
+    out = run_dir_for(project, name)
     console.print(f"weights: {path}; {len(files)} images -> {out}")
     for other in others:
-        _warn(f"skipped {other}: not an image file")
+        warn(f"skipped {other}: not an image file")
     with Progress(console=console) as bar:
         task = bar.add_task("predict", total=len(files))
-        run = _run(predict_files, detect, class_names, files, out, category_ids, conf, batch_size, save_images,
+        run = call(predict_files, detect, class_names, files, out, category_ids, conf, batch_size, save_images,
                    lambda n: bar.advance(task, n))
     for file, why in run.skipped:
-        _warn(f"skipped {file}: {why}")
+        warn(f"skipped {file}: {why}")
     table = Table("class", "detections", title=f"Detections with score >= {conf}")
     for cls in class_names:
         table.add_row(cls, str(run.per_class.get(cls, 0)))
@@ -564,12 +398,12 @@ def inspect_targets_cmd(
     weights: Annotated[Optional[Path], typer.Option("--weights", "-w", help="Take the settings of these weights.",
                                                     exists=True, dir_okay=False)] = None,
     img_size: Annotated[Optional[int], typer.Option(help="Longest side [default: the weights' size, else 800].",
-                                                    callback=_positive("--img-size"))] = None,
+                                                    callback=positive("--img-size"))] = None,
     size_ranges: Annotated[Optional[str], typer.Option(help="Level boundaries m_1..m_4, e.g. 64,128,256,512.")] = None,
     center_sampling_radius: Annotated[Optional[float], typer.Option(help="In strides; 0 turns it off.", min=0.0)] = None,
-    num_images: Annotated[int, typer.Option(help="Images to explain.", callback=_positive("--num-images"))] = 4,
+    num_images: Annotated[int, typer.Option(help="Images to explain.", callback=positive("--num-images"))] = 4,
     split: Annotated[str, typer.Option(help="Split of the data: train or val.",
-                                       callback=_check(lambda v: v in ("train", "val"), "train or val"))] = "train",
+                                       callback=valid_if(lambda v: v in ("train", "val"), "train or val"))] = "train",
     draw: Annotated[bool, typer.Option(help="Write one overlay PNG per image and level.")] = True,
     project: Annotated[str, typer.Option(help="Parent folder of inspections.")] = "runs/inspect",
     name: Annotated[str, typer.Option(help="Output folder name (numbered when taken).")] = "exp",
@@ -583,20 +417,20 @@ def inspect_targets_cmd(
     from .inspect_targets import inspect_dataset
 
     if weights:
-        cfg = _run(checkpoint.read_metadata, weights)[0]
+        cfg = call(checkpoint.read_metadata, weights)[0]
     else:
-        cfg = _run(make_preset, preset)
+        cfg = call(make_preset, preset)
         cfg.data.img_size = 800
     cfg.data.img_size = img_size or cfg.data.img_size
     if size_ranges:
-        cfg.targets.size_ranges = _size_ranges(size_ranges, len(cfg.model.fpn.levels))
+        cfg.targets.size_ranges = parse_size_ranges(size_ranges, len(cfg.model.fpn.levels))
     if center_sampling_radius is not None:
         cfg.targets.center_sampling_radius = center_sampling_radius
-    index = _run(open_split, data, split)
-    _report_data(index)
+    index = call(open_split, data, split)
+    report_data(index)
     cfg.model.num_classes = len(index.class_names)
-    out = _run_dir(project, name)
-    stats = _run(inspect_dataset, index, cfg, num_images, out, draw)
+    out = run_dir_for(project, name)
+    stats = call(inspect_dataset, index, cfg, num_images, out, draw)
     table = Table("", *stats, title=f"Target assignment on {min(num_images, len(index.records))} images "
                   f"(img-size {cfg.data.img_size}, ranges {list(cfg.targets.size_ranges)}, "
                   f"radius {cfg.targets.center_sampling_radius})")
@@ -635,7 +469,7 @@ def import_weights_cmd(
         raise typer.BadParameter(f"expected one of {', '.join(SOURCES)}", param_hint="--from")
     if variant not in VARIANTS:
         raise typer.BadParameter(f"expected one of {', '.join(VARIANTS)}", param_hint="--variant")
-    report = _run(import_weights, source, from_, output, variant, allow_partial)
+    report = call(import_weights, source, from_, output, variant, allow_partial)
     for src, ours, shape in report.used:
         console.print(f"  used      {src} -> {ours} {list(shape)}", highlight=False, soft_wrap=True)
     for ours, why in report.filled:
@@ -651,7 +485,7 @@ def import_weights_cmd(
                   f"preset {report.variant} ({report.variant_reason}), {len(report.class_names)} classes", highlight=False,
                   soft_wrap=True)
     if report.written is None:
-        _fail(f"{source}: {len(report.left_over)} source tensors left over and {len(report.unfilled)} of ours unfilled "
+        fail(f"{source}: {len(report.left_over)} source tensors left over and {len(report.unfilled)} of ours unfilled "
               f"(listed above); nothing written (--allow-partial writes it anyway)")
     console.print(f"wrote {report.written}; try: fcos predict IMAGES -w {report.written}", highlight=False,
                   soft_wrap=True)
@@ -665,7 +499,7 @@ def export_cmd(
     output: Annotated[Optional[Path], typer.Option(help="Output file [default: beside the weights].")] = None,
     half: Annotated[bool, typer.Option(help="safetensors: store fp16 weights.")] = False,
     img_size: Annotated[Optional[int], typer.Option(help="Sample size for the export check [default: the weights'].",
-                                                    callback=_positive("--img-size"))] = None,
+                                                    callback=positive("--img-size"))] = None,
 ) -> None:
     """Export a detector: ONNX with NMS inside (checked against PyTorch with onnxruntime), or fp16 safetensors."""
     import torch
@@ -674,21 +508,21 @@ def export_cmd(
 
     if format not in ("onnx", "safetensors"):
         raise typer.BadParameter("expected onnx or safetensors", param_hint="--format")
-    path = weights or _run(_default_weights)
-    model, cfg, class_names = _run(checkpoint.load, path)
+    path = weights or call(default_weights)
+    model, cfg, class_names = call(checkpoint.load, path)
     if format == "safetensors":
-        out = (_output_file(output) if output
+        out = (output_file(output) if output
                else path.with_name(path.stem + (".fp16" if half else ".export") + ".safetensors"))
         checkpoint.save(out, model.half() if half else model, cfg, class_names)
         console.print(f"wrote {out}")
         return
     from .export import compare_onnx, export_onnx
 
-    out = _output_file(output) if output else path.with_suffix(".onnx")
+    out = output_file(output) if output else path.with_suffix(".onnx")
     size = img_size or cfg.data.img_size
     torch.manual_seed(0)
-    ids = _run(checkpoint.read_metadata, path)[2].get("fcos_cli.category_ids")
-    _run(export_onnx, model, cfg, class_names, out, torch.rand(1, 3, size, size),
+    ids = call(checkpoint.read_metadata, path)[2].get("fcos_cli.category_ids")
+    call(export_onnx, model, cfg, class_names, out, torch.rand(1, 3, size, size),
          extra={"fcos_cli.category_ids": ids} if ids else None)
     check = compare_onnx(out, model, cfg, torch.rand(1, 3, size * 3 // 4, size))  # another size than the export
     console.print(f"wrote {out}; onnxruntime vs PyTorch on a {size * 3 // 4}x{size} input: "

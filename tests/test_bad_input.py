@@ -188,6 +188,11 @@ def _resume_best(tmp: Path, run: Path) -> list[str]:
     return ["train", "--resume", str(tmp / "r" / "best.safetensors")]
 
 
+def _resume_with_options(tmp: Path, run: Path) -> list[str]:
+    shutil.copytree(run, tmp / "r")
+    return ["train", "--resume", str(tmp / "r" / "last.safetensors"), "--epochs", "50", "--workers", "0", "--lr", "1"]
+
+
 def _resume_foreign(tmp: Path, run: Path) -> list[str]:
     return ["train", "--resume", str(_weights("random")(tmp, run))]
 
@@ -279,6 +284,7 @@ CASES = [
     ("resume-state-of-another-checkpoint", _resume_other_checkpoint, ["last.state.safetensors", "another checkpoint"]),
     ("resume-from-best-not-last", _resume_best, ["best.state.safetensors", "missing"]),
     ("resume-not-weights", _resume_foreign, ["w.safetensors", "not a readable safetensors"]),
+    ("resume-changes-the-run", _resume_with_options, ["--resume", "own config", "--epochs, --lr"]),
     # no --weights and no runs/train to default to
     ("eval-no-weights-no-runs", _no_weights("eval"), ["--weights", "runs/train"]),
     ("predict-no-weights-no-runs", _no_weights("predict"), ["--weights", "runs/train"]),
@@ -343,7 +349,7 @@ def test_mistake_is_one_line_and_exit_2(setup, words: list[str], run: Path, tmp_
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # the same answer on a GPU machine
     monkeypatch.chdir(tmp_path)  # run folders and defaults land in this test's own folder
     args = setup(tmp_path, run)
-    if args[0] in ("train", "eval", "predict", "inspect-targets") and "--project" not in args:
+    if args[0] in ("train", "eval", "predict", "inspect-targets") and not {"--project", "--resume"} & set(args):
         args += ["--project", str(tmp_path / "runs")]
     result = runner.invoke(app, args)
     assert result.exit_code == 2, result.output

@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "run.py"
-ROWS = ["infer_512", "infer_800", "infer_800_bf16", "infer_800_default", "train_step", "assign", "postprocess"]
+ROWS = ["infer_512", "infer_800", "infer_800_bf16", "infer_800_default", "train_step", "train_step_bf16", "assign",
+        "postprocess"]
 
 
 def test_quick_run_writes_all_keys(tmp_path: Path) -> None:

@@ -244,7 +244,7 @@ def train(cfg: FCOSConfig, train_index: DatasetIndex, val_index: DatasetIndex | 
     _seed_everything(tc.seed)
     class_names = train_index.class_names
     cfg.model.num_classes = len(class_names)
-    # Frozen BatchNorm folded into convs, channels_last (and torch.compile): same names, same results.
+    # channels_last (and torch.compile): same parameter names, same results.
     model = speed_up_training((model or build_model(cfg.model)).to(device), compile=tc.compile)
     net = torch.nn.parallel.DistributedDataParallel(model) if ranks.enabled else model
     writes = ranks.is_main

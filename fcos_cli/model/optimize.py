@@ -1,9 +1,7 @@
 """Speed-ups that keep the results: BatchNorm folded into convs, channels_last, torch.compile.
 
 `optimize_for_inference` works on a copy, so the model that training or `checkpoint.save` sees keeps its
-plain BatchNorm layers and NCHW weights. `speed_up_training` works in place and keeps parameter names:
-frozen BatchNorm is folded into its conv at every call, so gradients still reach the conv's own weight.
-Also `cpu_supports_bf16`, which picks the default CPU precision.
+plain BatchNorm layers and NCHW weights. Also `cpu_supports_bf16`, which picks the default CPU precision.
 """
 
 from __future__ import annotations
@@ -17,8 +15,7 @@ from torch import fx, nn
 from torch.nn.utils.fusion import fuse_conv_bn_weights
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-__all__ = ["optimize_for_inference", "speed_up_training", "fold_batchnorm", "fold_frozen_batchnorm",
-           "find_conv_norm_pairs", "cpu_supports_bf16"]
+__all__ = ["optimize_for_inference", "speed_up_training", "fold_batchnorm", "find_conv_norm_pairs", "cpu_supports_bf16"]
 
 # Exact types whose eval forward is the per-channel affine map of running statistics (then, for the
 # timm *Act2d ones, `act(drop(x))`). Subclasses may change the forward, so they are not folded.
@@ -118,53 +115,6 @@ def fold_batchnorm(module: nn.Module) -> int:
     return num_folded
 
 
-class _FrozenNormConv2d(nn.Conv2d):
-    """A conv whose following frozen norm is applied through its weight: conv(x, w * s) + b' instead of a
-    conv and two passes over its output (forward) and one more (backward). The norm's buffers stay where
-    they were, so state dicts and optimizers see the same tensors; only the forward changes."""
-
-    frozen_norm: tuple[nn.Module]  # a tuple, so that the norm is not registered a second time
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        norm = self.frozen_norm[0]
-        scale = norm.weight * (norm.running_var + norm.eps).rsqrt()
-        bias = norm.bias - norm.running_mean * scale
-        if self.bias is not None:
-            bias = bias + self.bias * scale
-        return self._conv_forward(x, self.weight * scale.view(-1, 1, 1, 1), bias)
-
-
-class _FoldedFrozenBatchNorm2d(FrozenBatchNorm2d):
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x  # applied by the conv before it
-
-
-class _FoldedFrozenBatchNormAct2d(FrozenBatchNormAct2d):
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act(self.drop(x))
-
-
-_FOLDED_FROZEN = {FrozenBatchNorm2d: _FoldedFrozenBatchNorm2d, FrozenBatchNormAct2d: _FoldedFrozenBatchNormAct2d}
-
-
-def fold_frozen_batchnorm(module: nn.Module) -> int:
-    """Fold each provable conv -> frozen BatchNorm pair into the conv's forward, in place, for training.
-
-    Frozen norms are a fixed affine map in training too, so conv then norm equals one conv with the
-    scaled weight; the scaling is redone at each call (cheap: weights, not activations), so gradients and
-    weight decay act on the unscaled weight as before. Returns the number of norms folded.
-    """
-    num_folded = 0
-    for conv_name, norm_name in find_conv_norm_pairs(module):
-        conv, norm = module.get_submodule(conv_name), module.get_submodule(norm_name)
-        if type(norm) not in _FOLDED_FROZEN:
-            continue
-        conv.__class__, conv.frozen_norm = _FrozenNormConv2d, (norm,)
-        norm.__class__ = _FOLDED_FROZEN[type(norm)]
-        num_folded += 1
-    return num_folded
-
-
 def optimize_for_inference(model: nn.Module, fold_bn: bool = True, channels_last: bool = True,
                            compile: bool = False) -> nn.Module:
     """An eval-mode copy of `model` for inference only; the original is left untouched.
@@ -187,13 +137,11 @@ def optimize_for_inference(model: nn.Module, fold_bn: bool = True, channels_last
 
 
 def speed_up_training(model: nn.Module, channels_last: bool = True, compile: bool = False) -> nn.Module:
-    """In place, for training: frozen BatchNorm folded into convs (`fold_frozen_batchnorm`), NHWC weights
-    (gradients follow) and optionally `torch.compile`.
+    """In place, for training: NHWC weights (gradients follow) and optionally `torch.compile`.
 
     Parameter names and values are unchanged (`nn.Module.compile` keeps the module), so checkpoints and
     optimizers see the same model; `checkpoint.save` writes contiguous copies of NHWC weights.
     """
-    model.num_folded_norms = fold_frozen_batchnorm(model)
     if channels_last:
         model.to(memory_format=torch.channels_last)
     if compile:

@@ -98,8 +98,8 @@ def test_sigkill_twice_then_resume_equals_uninterrupted_training(demo: Path, tmp
     assert resumable_epoch >= epoch_after_first_kill
     checkpoint.load(last)
 
-    # 3. Resumed to the end: same weights as the uninterrupted run, every epoch once in metrics.csv.
-    third = subprocess.run([sys.executable, "-m", "fcos_cli", "train", "--resume", str(last)],
+    # 3. Resumed to the end, now with a loader worker: same weights as the uninterrupted run, every epoch once.
+    third = subprocess.run([sys.executable, "-m", "fcos_cli", "train", "--resume", str(last), "--workers", "1"],
                            capture_output=True, text=True, timeout=55)
     assert third.returncode == 0, third.stderr
     assert _epochs(run) == list(range(1, epochs + 1))

@@ -1,0 +1,200 @@
+"""How the `fcos` commands read options and report mistakes: every user mistake is one red line and exit 2.
+
+Option callbacks and parsers (`positive`, `valid_if`, `parse_*`), run and output locations, and `call`, which
+turns a library `UserError` into that one line (a traceback with `--debug`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from typer.core import TyperGroup
+
+from .errors import UserError, one_line
+
+console = Console()
+err_console = Console(stderr=True)
+state = {"debug": False}
+
+
+class OneLineErrors(TyperGroup):
+    """Click's usage errors (a bad option value, an unknown option) as one line too, not a usage box."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        import sys
+
+        try:  # Typer >= 0.24 vendors Click as typer._click; older versions use Click itself
+            from typer._click import exceptions as click
+        except ImportError:
+            from click import exceptions as click
+
+        from rich.markup import escape
+
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except getattr(click, "NoArgsIsHelpError", ()):  # `fcos` alone: Typer's help as usual (Click >= 8.2)
+            return super().main(args, prog_name, complete_var, standalone_mode=True, **extra)
+        except click.ClickException as e:
+            hint = f" (see {e.ctx.command_path} --help)" if getattr(e, "ctx", None) is not None else ""
+            err_console.print(f"[red]error:[/red] {escape(one_line(e.format_message()))}{escape(hint)}",
+                              highlight=False, soft_wrap=True)
+            sys.exit(e.exit_code)
+        except typer.Abort:
+            err_console.print("[red]aborted[/red]")
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+def fail(message: str):
+    """One red line on stderr and exit code 2: how every user mistake ends."""
+    from rich.markup import escape
+
+    err_console.print(f"[red]error:[/red] {escape(one_line(message))}", highlight=False, soft_wrap=True)
+    raise typer.Exit(2)
+
+
+def warn(message: str) -> None:
+    from rich.markup import escape
+
+    err_console.print(f"[yellow]warning:[/yellow] {escape(one_line(message))}", highlight=False, soft_wrap=True)
+
+
+def call(fn, *args, **kwargs):
+    """Call library code; a UserError becomes one red line and exit code 2 (traceback with --debug)."""
+    try:
+        return fn(*args, **kwargs)
+    except UserError as e:
+        if state["debug"]:
+            raise
+        fail(str(e))
+
+
+def default_weights() -> Path:
+    """Newest runs/train/*/best.safetensors, else last.safetensors."""
+    runs = sorted((p for p in Path("runs/train").glob("*") if p.is_dir()), key=lambda p: p.stat().st_mtime, reverse=True)
+    for run in runs:
+        for name in ("best.safetensors", "last.safetensors"):
+            if (run / name).is_file():
+                return run / name
+    raise UserError("no --weights given and no runs/train/*/best.safetensors to default to (train first)")
+
+
+def parse_int_list(text: str, flag: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise typer.BadParameter(f"expected comma-separated whole numbers, got {text!r}", param_hint=flag) from None
+    if any(v <= 0 for v in values):
+        raise typer.BadParameter(f"values must be positive, got {text!r}", param_hint=flag)
+    return values
+
+
+def positive(name: str):
+    def check(value):
+        if value is not None and value <= 0:
+            raise typer.BadParameter(f"must be positive, got {value}")  # Click names the option
+        return value
+    return check
+
+
+def valid_if(test, expected: str):
+    """An option callback: `value` must pass `test`, else one line saying what was `expected`."""
+    def check(value):
+        if value is not None and not test(value):
+            raise typer.BadParameter(f"expected {expected}, got {value}")
+        return value
+    return check
+
+
+def device_option(value: str) -> str:
+    import re
+
+    if value not in ("auto", "cpu", "cuda") and not re.fullmatch(r"cuda:\d+", value):
+        raise typer.BadParameter(f"expected auto, cpu, cuda or cuda:N, got {value!r}")
+    return value
+
+
+def parse_size_ranges(text: str, num_levels: int) -> tuple[float, ...]:
+    """--size-ranges: one boundary between each two levels, increasing."""
+    values = parse_int_list(text, "--size-ranges")
+    if len(values) != num_levels - 1:
+        raise typer.BadParameter(f"expected {num_levels - 1} boundaries for {num_levels} levels "
+                                 f"(e.g. 64,128,256,512), got {text!r}", param_hint="--size-ranges")
+    if any(b <= a for a, b in zip(values, values[1:])):
+        raise typer.BadParameter(f"boundaries must increase, got {text!r}", param_hint="--size-ranges")
+    return tuple(float(v) for v in values)
+
+
+def run_dir_for(project: str, name: str, exist_ok: bool = False) -> Path:
+    """PROJECT/NAME, numbered NAME2, NAME3, ... when taken; a NAME that leaves PROJECT or a PROJECT that is a
+    file is one error line."""
+    from .engine.common import next_run_dir
+
+    if not name or name in (".", "..") or "/" in name or "\\" in name:
+        fail(f"--name {name!r}: expected a plain folder name (it goes under --project {project})")
+    try:
+        return next_run_dir(project, name, exist_ok)
+    except OSError as e:
+        fail(f"--project {project}: cannot create the run folder {Path(project) / name} ({e.strerror})")
+
+
+def output_file(output: Path) -> Path:
+    if output.is_dir():
+        fail(f"--output {output} is a folder; give a file name")
+    if not output.parent.is_dir():
+        fail(f"--output {output}: the folder {output.parent} does not exist")
+    return output
+
+
+def report_data(*indexes) -> None:
+    """One warning line per dataset load: the images it skipped and the boxes it dropped or clipped."""
+    seen = set()
+    for index in indexes:
+        if index is None or index.source in seen:  # a --val-fraction split shares its file's report
+            continue
+        seen.add(index.source)
+        parts = []
+        if index.skipped_files:
+            names = ", ".join(f"{path} ({why})" for path, why in index.skipped_files[:3])
+            more = f" and {len(index.skipped_files) - 3} more" if len(index.skipped_files) > 3 else ""
+            parts.append(f"skipped {len(index.skipped_files)} image(s): {names}{more}")
+        parts += [f"dropped {n} {reason}" for reason, n in index.skipped.items() if not reason.startswith("images")]
+        if index.clipped:
+            parts.append(f"clipped {index.clipped} boxes to the image")
+        if parts:
+            warn(f"{index.source or 'data'}: {'; '.join(parts)}")
+
+
+def given_options(ctx: typer.Context) -> dict[str, str]:
+    """Name -> flag of the command's options given on the command line (or environment), not defaulted."""
+    return {p.name: p.opts[0] for p in ctx.command.params
+            if (source := ctx.get_parameter_source(p.name)) is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")}
+
+
+def parse_size_pair(text: str, flag: str) -> tuple[int, int]:
+    values = parse_int_list(text, flag)
+    if len(values) == 1:
+        values = values * 2
+    if len(values) != 2:
+        raise typer.BadParameter(f"expected H,W (or one side), got {text!r}", param_hint=flag)
+    return values[0], values[1]
+
+
+def print_metrics(result) -> None:
+    from rich.table import Table
+
+    if result is None:
+        return
+    table = Table("metric", "value", title="COCO metrics")
+    for key in ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR100"):
+        table.add_row(key, f"{result.metrics[key]:.3f}")
+    console.print(table)
+    per_class = Table("class", "AP", title="AP per class")
+    for name, ap in result.per_class_ap.items():
+        per_class.add_row(name, "-" if ap != ap else f"{ap:.3f}")
+    console.print(per_class)
+    console.print(f"mAP {result.metrics['AP']:.3f}  mAP50 {result.metrics['AP50']:.3f}")
