@@ -212,13 +212,18 @@ def _step(net: torch.nn.Module, model: FCOS, batch, cfg: FCOSConfig, device: tor
     losses = loss_for(outputs, model.strides, boxes, labels, cfg,
                       average_normalizer=ranks.average if ranks.enabled else None)
     optimizer.zero_grad(set_to_none=True)
-    if ranks.any(not torch.isfinite(losses.total), device):
-        return None
     scaler.scale(losses.total).backward()
     scaler.unscale_(optimizer)
     norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip if tc.grad_clip > 0 else math.inf)
-    if not scaler.is_enabled() and not torch.isfinite(norm):
-        return None  # (fp16: the scaler skips overflowing steps itself and lowers its scale)
+    finite = torch.isfinite(losses.total.detach())
+    if not scaler.is_enabled():  # (fp16: the scaler skips overflowing gradients itself and lowers its scale)
+        finite &= torch.isfinite(norm)
+    # The step's one host sync, after backward: a check between forward and backward would stall the GPU.
+    if ranks.any(not finite, device):
+        if scaler.is_enabled():
+            scaler.update()  # closes this step's unscale_ (and lowers the scale)
+        optimizer.zero_grad(set_to_none=True)
+        return None
     scaler.step(optimizer)
     scaler.update()
     return losses
@@ -321,8 +326,9 @@ def train(cfg: FCOSConfig, train_index: DatasetIndex, val_index: DatasetIndex | 
                     nonfinite_run = 0
                     if ema is not None:
                         ema.update(model, step=step)
-                    for name, value in zip(LOSS_NAMES, (losses.total, losses.cls, losses.box, losses.centerness)):
-                        sums[name] += value.item() * len(batch.images)
+                    values = torch.stack([losses.total, losses.cls, losses.box, losses.centerness]).detach()
+                    for name, value in zip(LOSS_NAMES, values.tolist()):  # one sync, not four
+                        sums[name] += value * len(batch.images)
                     seen += len(batch.images)
                 scheduler.step()
                 step, done = step + 1, done + 1
