@@ -279,6 +279,7 @@ def eval_cmd(
     img_size: Annotated[Optional[int], typer.Option(help="Longest side [default: the weights' training size].",
                                                     callback=positive("--img-size"))] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.", callback=device_option)] = "auto",
+    half: Annotated[bool, typer.Option(help="Half precision: fp16 on CUDA, bf16 on CPU.")] = False,
     fp32: Annotated[bool, typer.Option("--fp32", help="Float32 throughout (default on a CPU with bf16: bf16 "
                                        "network, float32 decoding and NMS).")] = False,
     compile: Annotated[bool, typer.Option("--compile", help="torch.compile the model (slow first batch).")] = False,
@@ -293,6 +294,8 @@ def eval_cmd(
     from .engine.predict import inference_amp
     from .model.optimize import optimize_for_inference
 
+    if half and fp32:
+        fail("--half and --fp32 contradict each other: give one")
     path = Path(weights) if weights else call(default_weights)
     console.print(f"weights: {path}")
     dev = call(resolve_device, device)
@@ -304,8 +307,9 @@ def eval_cmd(
     if img_size:
         cfg.data.img_size = img_size
     out = run_dir_for(project, name)
-    amp = inference_amp(dev, fp32=fp32)
-    console.print(f"precision: {'bf16 autocast' if amp else 'float32'}", highlight=False)
+    amp = inference_amp(dev, half, fp32)
+    precision = ("fp16 autocast" if dev.type == "cuda" else "bf16 autocast") if amp else "float32"
+    console.print(f"precision: {precision}", highlight=False)
     fast = optimize_for_inference(model, compile=compile)  # a copy: folded BatchNorm, channels_last
     result = call(evaluate, fast, cfg, index, dev, batch_size=batch_size, amp=amp, out_dir=out)
     print_metrics(result)

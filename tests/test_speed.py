@@ -193,24 +193,27 @@ def test_detect_under_bf16_decodes_in_float32() -> None:
         det["boxes"] += 1
 
 
-def test_cli_eval_default_and_fp32_agree(overfit, tmp_path: Path) -> None:
+def test_cli_eval_default_half_and_fp32_agree(overfit, tmp_path: Path) -> None:
     result, root = overfit
     runner = CliRunner()
     aps = {}
-    for flags in ([], ["--fp32"]):
-        name = "fp32" if flags else "default"
+    expected = {"default": "bf16 autocast" if cpu_supports_bf16() else "float32", "half": "bf16 autocast",
+                "fp32": "float32"}
+    for name, precision in expected.items():
+        flags = [] if name == "default" else [f"--{name}"]
         out = runner.invoke(app, ["eval", "-w", str(result.best), "--data", str(root / "train.json"),
                                   "--project", str(tmp_path), "--name", name, *flags])
         assert out.exit_code == 0, out.output
-        assert ("float32" if flags or not cpu_supports_bf16() else "bf16") in out.output
+        assert f"precision: {precision}" in out.output
         aps[name] = json.loads((tmp_path / name / "metrics.json").read_text())["metrics"]["AP50"]
-    assert aps["fp32"] > 0.5 and abs(aps["default"] - aps["fp32"]) < 0.05, aps
+    assert aps["fp32"] > 0.5 and all(abs(ap - aps["fp32"]) < 0.05 for ap in aps.values()), aps
 
 
-def test_cli_predict_rejects_half_with_fp32(overfit, tmp_path: Path) -> None:
+@pytest.mark.parametrize("command", ["predict", "eval"])
+def test_cli_rejects_half_with_fp32(overfit, tmp_path: Path, command: str) -> None:
     result, root = overfit
-    image = next((root / "images").glob("*.jpg"))
-    out = CliRunner().invoke(app, ["predict", str(image), "-w", str(result.best), "--half", "--fp32",
+    source = [str(next((root / "images").glob("*.jpg")))] if command == "predict" else ["--data", "demo"]
+    out = CliRunner().invoke(app, [command, *source, "-w", str(result.best), "--half", "--fp32",
                                    "--project", str(tmp_path)])
     assert out.exit_code == 2 and "contradict" in out.output
 
