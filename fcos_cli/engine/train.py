@@ -218,7 +218,7 @@ def _step(net: torch.nn.Module, model: FCOS, batch, cfg: FCOSConfig, device: tor
     finite = torch.isfinite(losses.total.detach())
     if not scaler.is_enabled():  # (fp16: the scaler skips overflowing gradients itself and lowers its scale)
         finite &= torch.isfinite(norm)
-    # The step's one host sync, after backward: a check between forward and backward would stall the GPU.
+    # Host sync only here, after backward: a check between forward and backward would stall the GPU.
     if ranks.any(not finite, device):
         if scaler.is_enabled():
             scaler.update()  # closes this step's unscale_ (and lowers the scale)
