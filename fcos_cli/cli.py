@@ -70,10 +70,12 @@ def train_cmd(
     data: Annotated[str, typer.Option(help="COCO .json, YOLO data.yaml, or 'demo' (built in, generated offline).")] = "demo",
     backbone: Annotated[Optional[str], typer.Option(help="Any timm model; see `fcos backbones` "
                                                     "[default: resnet50, or the --weights' backbone].")] = None,
-    preset: Annotated[str, typer.Option(help="paper, improved or torchvision.")] = "improved",
+    preset: Annotated[str, typer.Option(help="paper, improved or torchvision (with --weights: the weights' model, "
+                                        "targets and loss unless given).")] = "improved",
     epochs: Annotated[int, typer.Option(help="Training epochs.", callback=positive("--epochs"))] = 12,
     batch_size: Annotated[int, typer.Option(help="Images per step.", callback=positive("--batch-size"))] = 8,
-    img_size: Annotated[int, typer.Option(help="Longest image side in pixels.", callback=positive("--img-size"))] = 640,
+    img_size: Annotated[int, typer.Option(help="Longest image side in pixels (with --weights: the weights').",
+                                        callback=positive("--img-size"))] = 640,
     lr: Annotated[Optional[float], typer.Option(help="Peak learning rate [default: 0.01 sgd, 0.001 adamw].",
                                                 callback=positive("--lr"))] = None,
     optimizer: Annotated[str, typer.Option(help="sgd or adamw.")] = "sgd",
@@ -85,8 +87,9 @@ def train_cmd(
     multi_scale: Annotated[Optional[str], typer.Option(help="Training sizes picked per image, e.g. 288,320,352.")] = None,
     eval_interval: Annotated[int, typer.Option(help="Validate every N epochs (and after the last).",
                                                callback=positive("--eval-interval"))] = 1,
-    fpn_channels: Annotated[int, typer.Option(help="FPN and head width.", callback=positive("--fpn-channels"))] = 256,
-    head_convs: Annotated[int, typer.Option(help="Convs per head tower.",
+    fpn_channels: Annotated[int, typer.Option(help="FPN and head width (with --weights: the weights').",
+                                            callback=positive("--fpn-channels"))] = 256,
+    head_convs: Annotated[int, typer.Option(help="Convs per head tower (with --weights: the weights').",
                                             callback=valid_if(lambda v: v >= 1, "at least 1"))] = 4,
     size_ranges: Annotated[Optional[str], typer.Option(help="Level size boundaries m_1..m_4 [default: "
                                                        "64,128,256,512].")] = None,
@@ -126,17 +129,18 @@ def train_cmd(
     from .engine.train import TrainingInterrupted, finetune_model, train
     from .model.backbone import check_backbone_name
 
+    given = given_options(ctx)
+    if resume:  # everything comes from the run's own config
+        ignored = [flag for name, flag in given.items() if name not in _RESUME_OPTIONS]
+        if ignored:
+            raise typer.BadParameter(f"a resumed run keeps its own config; drop {', '.join(ignored)} (only "
+                                     f"--device, --workers and --compile may change)", param_hint="--resume")
     dev = call(resolve_device, device)
     ranks, dev = call(init_distributed, dev)  # under torchrun: this process's rank and device
     if not ranks.is_main:  # rank 0 speaks for all
         console.quiet = err_console.quiet = True
     model = None
-    if resume:  # everything comes from the run's own config
-        given = given_options(ctx)
-        ignored = [flag for name, flag in given.items() if name not in _RESUME_OPTIONS]
-        if ignored:
-            raise typer.BadParameter(f"a resumed run keeps its own config; drop {', '.join(ignored)} (only "
-                                     f"--device, --workers and --compile may change)", param_hint="--resume")
+    if resume:
         cfg = call(checkpoint.read_metadata, resume)[0]
         cfg.train.compile = compile
         if "workers" in given:
@@ -148,16 +152,24 @@ def train_cmd(
             raise typer.BadParameter("expected sgd or adamw", param_hint="--optimizer")
         if schedule not in ("cosine", "step"):
             raise typer.BadParameter("expected cosine or step", param_hint="--schedule")
+        # Fine-tuning: the weights' model, targets, loss, postprocessing and image size, unless given here.
+        source = call(checkpoint.read_metadata, weights)[0] if weights else None
+        if source is not None and "preset" not in given:
+            cfg.model, cfg.targets, cfg.loss, cfg.post, cfg.preset = (source.model, source.targets, source.loss,
+                                                                       source.post, source.preset)
         m, t, d = cfg.model, cfg.train, cfg.data
-        if weights and backbone is None:
-            backbone = call(checkpoint.read_metadata, weights)[0].model.backbone.name
+        if source is not None and backbone is None:
+            backbone = source.model.backbone.name
         m.backbone.name = backbone or "resnet50"
         call(check_backbone_name, m.backbone.name)  # before any data is read or run folder made
         m.backbone.pretrained_file = str(pretrained_file) if pretrained_file else None
         m.backbone.freeze_stages = -1 if freeze_stages is None else freeze_stages
         m.backbone.freeze_bn, m.backbone.lr_mult = freeze_bn, backbone_lr_mult
-        m.fpn.out_channels, m.head.num_convs = fpn_channels, head_convs
-        m.head.num_groups = min(m.head.num_groups, max(fpn_channels // 2, 1))  # GroupNorm needs 2+ values at 1x1
+        if source is None or "fpn_channels" in given:
+            m.fpn.out_channels = fpn_channels
+            m.head.num_groups = min(m.head.num_groups, max(fpn_channels // 2, 1))  # GroupNorm: 2+ values at 1x1
+        if source is None or "head_convs" in given:
+            m.head.num_convs = head_convs
         if size_ranges:
             cfg.targets.size_ranges = parse_size_ranges(size_ranges, len(cfg.model.fpn.levels))
         t.epochs, t.batch_size, t.optimizer, t.seed, t.workers = epochs, batch_size, optimizer, seed, workers
@@ -166,7 +178,8 @@ def train_cmd(
         if multi_scale:
             d.multi_scale = parse_int_list(multi_scale, "--multi-scale")
         t.lr = lr if lr is not None else (0.01 if optimizer == "sgd" else 0.001)
-        d.train, d.val, d.val_fraction, d.images, d.img_size = data, val_data, val_fraction, images, img_size
+        d.train, d.val, d.val_fraction, d.images = data, val_data, val_fraction, images
+        d.img_size = source.data.img_size if source is not None and "img_size" not in given else img_size
         run_dir = None
     with ranks.main_first():  # rank 0 writes the demo cache before the others read it
         train_index, val_index = call(open_data, cfg.data.train, cfg.data.val, cfg.data.val_fraction,

@@ -170,8 +170,8 @@ def report_data(*indexes) -> None:
 
 
 def given_options(ctx: typer.Context) -> dict[str, str]:
-    """Name -> flag of the command's options given on the command line (or environment), not defaulted."""
-    return {p.name: p.opts[0] for p in ctx.command.params
+    """Name -> flag(s) of the command's options given on the command line (or environment), not defaulted."""
+    return {p.name: "/".join(p.opts + p.secondary_opts) for p in ctx.command.params
             if (source := ctx.get_parameter_source(p.name)) is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")}
 
 

@@ -46,6 +46,24 @@ def test_train_writes_a_complete_run(trained: Path) -> None:
     assert names == ["ellipse", "rectangle", "triangle"] and json.loads(metadata["fcos_cli.category_ids"]) == [1, 2, 3]
 
 
+def test_weights_bring_their_model_unless_options_say_otherwise(data: Path, trained: Path) -> None:
+    """`train -w` without model options continues the weights' architecture, image size and targets."""
+    common = ["train", "--data", str(data / "train.json"), "--val-fraction", "0.5", "-w", str(trained / "last.safetensors"),
+              "--epochs", "1", "--batch-size", "2", "--workers", "0", "--project", str(trained.parent)]
+    result = runner.invoke(app, [*common, "--name", "again"])
+    assert result.exit_code == 0, result.output
+    total = len(checkpoint.load(trained / "last.safetensors")[0].state_dict())
+    assert f"loaded {total}/{total} tensors" in result.output
+    source, again = (json.loads((run / "config.json").read_text()) for run in (trained, trained.parent / "again"))
+    for section in ("model", "targets", "loss", "post"):
+        assert again[section] == source[section], section
+    assert again["data"]["img_size"] == 128 and again["model"]["fpn"]["out_channels"] == 32  # not the defaults
+    wider = runner.invoke(app, [*common, "--name", "wider", "--fpn-channels", "64"])  # a given option wins
+    assert wider.exit_code == 0, wider.output
+    assert json.loads((trained.parent / "wider" / "config.json").read_text())["model"]["fpn"]["out_channels"] == 64
+    assert f"loaded {total}/{total} tensors" not in wider.output
+
+
 def test_second_run_gets_a_new_numbered_folder(data: Path, trained: Path) -> None:
     args = ["train", "--data", str(data / "train.json"), "--val-fraction", "0.5", *TINY, "--epochs", "1",
             "--project", str(trained.parent), "--name", "tiny"]

@@ -212,18 +212,13 @@ def _step(net: torch.nn.Module, model: FCOS, batch, cfg: FCOSConfig, device: tor
     losses = loss_for(outputs, model.strides, boxes, labels, cfg,
                       average_normalizer=ranks.average if ranks.enabled else None)
     optimizer.zero_grad(set_to_none=True)
+    if ranks.any(not torch.isfinite(losses.total), device):
+        return None
     scaler.scale(losses.total).backward()
     scaler.unscale_(optimizer)
     norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip if tc.grad_clip > 0 else math.inf)
-    finite = torch.isfinite(losses.total.detach())
-    if not scaler.is_enabled():  # (fp16: the scaler skips overflowing gradients itself and lowers its scale)
-        finite &= torch.isfinite(norm)
-    # Host sync only here, after backward: a check between forward and backward would stall the GPU.
-    if ranks.any(not finite, device):
-        if scaler.is_enabled():
-            scaler.update()  # closes this step's unscale_ (and lowers the scale)
-        optimizer.zero_grad(set_to_none=True)
-        return None
+    if not scaler.is_enabled() and not torch.isfinite(norm):
+        return None  # (fp16: the scaler skips overflowing steps itself and lowers its scale)
     scaler.step(optimizer)
     scaler.update()
     return losses
@@ -249,9 +244,10 @@ def train(cfg: FCOSConfig, train_index: DatasetIndex, val_index: DatasetIndex | 
     _seed_everything(tc.seed)
     class_names = train_index.class_names
     cfg.model.num_classes = len(class_names)
-    # channels_last (and torch.compile): same parameter names, same results.
-    model = speed_up_training((model or build_model(cfg.model)).to(device), compile=tc.compile)
+    model = speed_up_training((model or build_model(cfg.model)).to(device))  # channels_last: same names and results
     net = torch.nn.parallel.DistributedDataParallel(model) if ranks.enabled else model
+    if tc.compile:
+        net.compile()  # the DDP wrapper, so that dynamo splits the graph at gradient buckets and all-reduce overlaps
     writes = ranks.is_main
     if writes:
         run_dir.mkdir(parents=True, exist_ok=True)

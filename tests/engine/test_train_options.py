@@ -79,8 +79,9 @@ def test_compiled_training_matches_eager(tmp_path: Path, monkeypatch) -> None:
         cfg = tiny_config(epochs=1)
         cfg.train.compile, cfg.train.batch_size, cfg.train.ema = compile, 2, compile  # EMA copies the compiled model
         cfg.train.optimizer = "sgd"  # Adam's normalised steps would magnify rounding in near-zero gradients
-        result = train(cfg, open_split(root / "train.json"), None, tmp_path / f"run{compile}", torch.device("cpu"),
-                       progress=False)
+        result = train(cfg, open_split(root / "train.json"), open_split(root / "val.json"), tmp_path / f"run{compile}",
+                       torch.device("cpu"), progress=False)
+        assert result.final is not None  # the compiled model's EMA copy evaluated too
         with safe_open(str(state_path(result.last)), framework="pt") as f:
             weights[compile] = {k: f.get_tensor(k) for k in f.keys() if k.startswith("model.")}
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] > 0  # it really compiled
