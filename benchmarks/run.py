@@ -374,7 +374,8 @@ def print_table(results: dict, device: str) -> None:
              ("infer_800_default", "inference 800: ours default vs torchvision fp32"),
              ("infer_800_unoptimized", "inference 800, fp32, ours without optimize_for_inference"),
              ("train_step", "train step, batch 2 at 512, fp32"),
-             ("train_step_bf16", "train step, both bf16 autocast"), ("train_step_amp", "train step, both AMP"), ("assign", "target assignment, 8 x 50 boxes at 800"),
+             ("train_step_bf16", "train step, both bf16 autocast"), ("train_step_amp", "train step, both AMP"),
+             ("assign", "target assignment, 8 x 50 boxes at 800"),
              ("postprocess", "postprocess alone, score threshold 0")]
     try:
         from rich.console import Console
