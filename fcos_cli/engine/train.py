@@ -218,10 +218,12 @@ def _step(net: torch.nn.Module, model: FCOS, batch, cfg: FCOSConfig, device: tor
     scaler.unscale_(optimizer)
     norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip if tc.grad_clip > 0 else math.inf)
     if not scaler.is_enabled() and not torch.isfinite(norm):
-        return None  # (fp16: the scaler skips overflowing steps itself and lowers its scale)
+        return None
+    scale = scaler.get_scale()
     scaler.step(optimizer)
     scaler.update()
-    return losses
+    # fp16: the scaler skipped an overflowing step itself and lowered its scale; count it as skipped too.
+    return None if scaler.get_scale() < scale else losses
 
 
 def train(cfg: FCOSConfig, train_index: DatasetIndex, val_index: DatasetIndex | None, run_dir: Path,

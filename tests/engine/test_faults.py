@@ -186,6 +186,37 @@ def test_a_nan_loss_skips_its_step_and_training_goes_on(demo: Path, tmp_path: Pa
         assert [r["skipped_steps"] for r in csv.DictReader(f)] == ["1", "0"]
 
 
+def test_a_step_the_grad_scaler_skips_counts_as_skipped(demo: Path, monkeypatch) -> None:
+    """fp16 (a GradScaler, here on CPU): overflowing gradients make the scaler skip the update; `_step` says so."""
+    from fcos_cli.data import open_split as open_data
+    from fcos_cli.engine.common import loader
+    from fcos_cli.engine.distributed import Ranks
+    from fcos_cli.model import build_model
+
+    index = open_data(demo / "train.json")
+    cfg = tiny_config(epochs=1)
+    cfg.model.num_classes = len(index.class_names)
+    model = build_model(cfg.model)
+    batch = next(iter(loader(index, cfg, model.backbone.mean, train=True)))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**16)
+    original = train_module.loss_for
+    huge = [True]  # finite loss, but loss x scale overflows float32
+
+    def loss_for(*args, **kwargs) -> FCOSLosses:
+        losses = original(*args, **kwargs)
+        return losses._replace(total=losses.total * 1e36) if huge[0] else losses
+
+    monkeypatch.setattr(train_module, "loss_for", loss_for)
+    before = [p.detach().clone() for p in model.parameters()]
+    assert train_module._step(model, model, batch, cfg, CPU, optimizer, scaler, Ranks()) is None
+    assert scaler.get_scale() == 2.0**15
+    assert all(torch.equal(b, p) for b, p in zip(before, model.parameters()))
+    huge[0] = False
+    assert train_module._step(model, model, batch, cfg, CPU, optimizer, scaler, Ranks()) is not None
+    assert any(not torch.equal(b, p) for b, p in zip(before, model.parameters()))
+
+
 def test_many_nan_losses_in_a_row_stop_training_with_the_checkpoint_intact(
         demo: Path, tmp_path: Path, monkeypatch) -> None:
     index = open_split(demo / "train.json")
