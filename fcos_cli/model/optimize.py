@@ -136,14 +136,11 @@ def optimize_for_inference(model: nn.Module, fold_bn: bool = True, channels_last
     return optimized
 
 
-def speed_up_training(model: nn.Module, channels_last: bool = True, compile: bool = False) -> nn.Module:
-    """In place, for training: NHWC weights (gradients follow) and optionally `torch.compile`.
+def speed_up_training(model: nn.Module) -> nn.Module:
+    """In place, for training: NHWC weights (gradients follow), so that oneDNN / cuDNN skip layout reorders.
 
-    Parameter names and values are unchanged (`nn.Module.compile` keeps the module), so checkpoints and
-    optimizers see the same model; `checkpoint.save` writes contiguous copies of NHWC weights.
+    Parameter names and values are unchanged, so checkpoints and optimizers see the same model;
+    `checkpoint.save` writes contiguous copies of NHWC weights. (`fcos train --compile` compiles the
+    DDP wrapper where there is one, so compiling is the training loop's business, not this function's.)
     """
-    if channels_last:
-        model.to(memory_format=torch.channels_last)
-    if compile:
-        model.compile()
-    return model
+    return model.to(memory_format=torch.channels_last)
