@@ -319,9 +319,9 @@ def main() -> None:
     num_images = "5"  # train_0000 .. train_0004
     if args.quick:  # fewer overlays to draw
         DEMO_IMAGE, num_images = "train_0002", "3"
-    tiny = ["--backbone", "test_resnet", "--img-size", "128", "--fpn-channels", "32", "--head-convs", "2",
+    tiny = ["--no-pretrained", "--backbone", "test_resnet", "--img-size", "128", "--fpn-channels", "32", "--head-convs", "2",
             "--size-ranges", "32,64,128,256", "--epochs", "1", "--batch-size", "2", "--workers", "0"]
-    small = ["--backbone", "regnetx_002", "--img-size", "256", "--fpn-channels", "64", "--head-convs", "2",
+    small = ["--no-pretrained", "--backbone", "regnetx_002", "--img-size", "256", "--fpn-channels", "64", "--head-convs", "2",
              "--size-ranges", "32,64,128,256", "--optimizer", "adamw", "--lr", "0.003", "--warmup-steps", "50",
              "--epochs", "6", "--workers", "0"]
     with tempfile.TemporaryDirectory() as tmp:

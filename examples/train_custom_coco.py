@@ -1,9 +1,10 @@
 """Train FCOS on your own COCO dataset from Python, then evaluate it.
 
     python examples/train_custom_coco.py --train instances_train.json --val instances_val.json \
-        [--images DIR] [--backbone resnet18] [--epochs 12] [--img-size 512] [--out runs/custom]
+        [--images DIR] [--backbone resnet18] [--epochs 12] [--img-size 512] [--out runs/custom] [--no-pretrained]
 
-Without --train it writes a small synthetic COCO dataset first (shapes, `fcos demo-data`) and uses it.
+The backbone starts from timm's ImageNet weights (downloaded once). Without --train it writes a small synthetic
+COCO dataset first (shapes, `fcos demo-data`) and trains on it from scratch, offline.
 """
 
 from __future__ import annotations
@@ -29,13 +30,15 @@ def main() -> None:
     parser.add_argument("--fpn-channels", type=int, default=128)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--out", type=Path, default=Path("runs/custom"))
+    parser.add_argument("--no-pretrained", action="store_true", help="random backbone weights, not timm's")
     args = parser.parse_args()
+    pretrained = not args.no_pretrained and args.train is not None
     if args.train is None:
         root = write_demo_data(args.out / "data", num_train=8, num_val=4, max_side=320)
         args.train, args.val = root / "train.json", root / "val.json"
 
     cfg = preset("improved")
-    cfg.model.backbone.name = args.backbone
+    cfg.model.backbone.name, cfg.model.backbone.pretrained = args.backbone, pretrained
     cfg.model.fpn.out_channels = args.fpn_channels
     cfg.model.head.num_groups = min(32, args.fpn_channels // 2)  # >= 2 channels a group: 1x1 maps at batch 1
     cfg.data.img_size = args.img_size

@@ -1,14 +1,15 @@
-"""Atomic file writes: a reader never sees a half-written file, a failed write leaves no trace."""
+"""Files: atomic writes (a reader never sees a half-written file, a failed write leaves no trace) and hashes."""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["atomic_write"]
+__all__ = ["atomic_write", "sha256"]
 
 
 @contextlib.contextmanager
@@ -32,3 +33,12 @@ def _test_delay(path: Path) -> None:
         name, _, seconds = hook.rpartition(":")
         if path.name == name:
             time.sleep(float(seconds))
+
+
+def sha256(path: str | Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -59,8 +59,7 @@ def read_metadata(path: str | Path) -> tuple[FCOSConfig, list[str], dict[str, st
 def load(path: str | Path, device: str | torch.device = "cpu") -> tuple[FCOS, FCOSConfig, list[str]]:
     """Rebuild the model from the file alone (no pretrained download) and load its weights."""
     cfg, names, _ = read_metadata(path)
-    cfg.model.backbone.pretrained, cfg.model.backbone.pretrained_file = False, None
-    model = build_model(cfg.model)
+    model = build_model(cfg.model, load_pretrained=False)  # the file holds every weight
     try:
         with safe_open(str(path), framework="pt", device=str(device)) as f:
             state = {k: f.get_tensor(k) for k in f.keys()}

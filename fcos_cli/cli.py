@@ -11,8 +11,13 @@ import typer
 from . import __version__
 from .cli_options import (OneLineErrors, call, console, default_weights, device_option, err_console, fail,
                           given_options, output_file, parse_int_list, parse_size_pair, parse_size_ranges, positive,
-                          print_metrics, report_data, run_dir_for, state, valid_if, warn)
+                          print_metrics, report_data, resolve_weights, run_dir_for, state, valid_if, warn,
+                          weights_option)
+from .zoo import is_detector_name
 
+
+WEIGHTS_HELP = ("Weights file or a published detector (`fcos weights`) [default: newest "
+                "runs/train/*/best.safetensors].")
 
 app = typer.Typer(help="FCOS object detection on any timm backbone.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False, cls=OneLineErrors)
@@ -37,11 +42,15 @@ def main(
 @app.command("config")
 def config_cmd(
     preset: Annotated[str, typer.Option(help="Preset: paper, improved (default) or torchvision.")] = "improved",
+    weights: Annotated[Optional[str], typer.Option("--weights", "-w", help="Print the config stored in these weights "
+                                                  "instead (where the backbone started, the recipe, ...).",
+                                                  callback=weights_option)] = None,
 ) -> None:
-    """Print a preset's full configuration as JSON (every field the weights file records)."""
+    """Print a preset's full configuration as JSON (every field the weights file records), or a weights file's."""
+    from . import checkpoint
     from .config import preset as make_preset, to_dict
 
-    cfg = call(make_preset, preset)
+    cfg = call(checkpoint.read_metadata, call(resolve_weights, weights))[0] if weights else call(make_preset, preset)
     console.print_json(json.dumps(to_dict(cfg)))
 
 
@@ -102,15 +111,24 @@ def train_cmd(
     ema: Annotated[bool, typer.Option(help="Keep an EMA of the weights and evaluate/save it.")] = False,
     compile: Annotated[bool, typer.Option("--compile", help="torch.compile the model (the first steps are slow).")
                        ] = False,
-    weights: Annotated[Optional[Path], typer.Option("--weights", "-w", help="Start from these fcos_cli weights "
-                                                   "(fine-tuning; other classes are fine).", exists=True, dir_okay=False)] = None,
+    weights: Annotated[Optional[str], typer.Option("--weights", "-w", help="Start from these fcos_cli weights or a "
+                                                  "published detector (`fcos weights`); fine-tuning, other classes "
+                                                  "are fine.", callback=weights_option)] = None,
     resume: Annotated[Optional[Path], typer.Option(help="Continue a run from its last.safetensors.",
                                                   exists=True, dir_okay=False)] = None,
-    pretrained_file: Annotated[Optional[Path], typer.Option(help="Local backbone weights (timm names).",
-                                                            exists=True, dir_okay=False)] = None,
-    freeze_stages: Annotated[Optional[int], typer.Option(help="Freeze the backbone's stem (0) and first N stages.",
-                                                         min=0)] = None,
-    freeze_bn: Annotated[bool, typer.Option(help="Backbone BatchNorm in eval mode with frozen affine.")] = False,
+    pretrained: Annotated[Optional[bool], typer.Option("--pretrained/--no-pretrained", help="Start the backbone from "
+                                                       "timm's pretrained weights (downloaded once into the Hugging "
+                                                       "Face cache; --backbone NAME.TAG picks a tag) \\[default: yes, "
+                                                       "except on the built-in demo data, which trains from scratch "
+                                                       "offline].", show_default=False)] = None,
+    pretrained_file: Annotated[Optional[Path], typer.Option(help="Local backbone weights (timm names) instead of "
+                                                            "the hub.", exists=True, dir_okay=False)] = None,
+    freeze_stages: Annotated[Optional[int], typer.Option(help="Freeze the backbone's stem (0) and first N stages; -1 "
+                                                         "none \\[default: 1 for a BatchNorm CNN starting from trained "
+                                                         "weights, else -1].", min=-1)] = None,
+    freeze_bn: Annotated[Optional[bool], typer.Option("--freeze-bn/--no-freeze-bn", help="Backbone BatchNorm with "
+                                                      "fixed statistics and affine \\[default: when the backbone "
+                                                      "starts from trained weights].", show_default=False)] = None,
     backbone_lr_mult: Annotated[float, typer.Option(help="Backbone learning rate = lr x this.",
                                                     callback=positive("--backbone-lr-mult"))] = 1.0,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
@@ -126,6 +144,7 @@ def train_cmd(
     from .data import open_data
     from .engine.common import resolve_device
     from .engine.distributed import close_distributed, init_distributed
+    from .config import resolve_pretrained
     from .engine.train import TrainingInterrupted, finetune_model, train
     from .model.backbone import check_backbone_name
 
@@ -135,6 +154,9 @@ def train_cmd(
         if ignored:
             raise typer.BadParameter(f"a resumed run keeps its own config; drop {', '.join(ignored)} (only "
                                      f"--device, --workers and --compile may change)", param_hint="--resume")
+    if weights and not resume and (pretrained or pretrained_file):
+        raise typer.BadParameter("the detector's weights replace the backbone's; drop --pretrained and "
+                                 "--pretrained-file", param_hint="--weights")
     dev = call(resolve_device, device)
     ranks, dev = call(init_distributed, dev)  # under torchrun: this process's rank and device
     if not ranks.is_main:  # rank 0 speaks for all
@@ -153,6 +175,7 @@ def train_cmd(
         if schedule not in ("cosine", "step"):
             raise typer.BadParameter("expected cosine or step", param_hint="--schedule")
         # Fine-tuning: the weights' model, targets, loss, postprocessing and image size, unless given here.
+        weights = call(resolve_weights, weights) if weights else None
         source = call(checkpoint.read_metadata, weights)[0] if weights else None
         if source is not None and "preset" not in given:
             cfg.model, cfg.targets, cfg.loss, cfg.post, cfg.preset = (source.model, source.targets, source.loss,
@@ -162,9 +185,10 @@ def train_cmd(
             backbone = source.model.backbone.name
         m.backbone.name = backbone or "resnet50"
         call(check_backbone_name, m.backbone.name)  # before any data is read or run folder made
-        m.backbone.pretrained_file = str(pretrained_file) if pretrained_file else None
-        m.backbone.freeze_stages = -1 if freeze_stages is None else freeze_stages
-        m.backbone.freeze_bn, m.backbone.lr_mult = freeze_bn, backbone_lr_mult
+        if source is None:  # fine-tuning keeps the record of where the source's backbone started
+            m.backbone.pretrained, m.backbone.pretrained_file = pretrained, str(pretrained_file) if pretrained_file else None
+        m.backbone.freeze_stages, m.backbone.freeze_bn = freeze_stages, freeze_bn  # None: the rule for the start
+        m.backbone.lr_mult = backbone_lr_mult
         if source is None or "fpn_channels" in given:
             m.fpn.out_channels = fpn_channels
             m.head.num_groups = min(m.head.num_groups, max(fpn_channels // 2, 1))  # GroupNorm: 2+ values at 1x1
@@ -188,15 +212,20 @@ def train_cmd(
     if weights and not resume:
         model, report = call(finetune_model, Path(weights), cfg, train_index.class_names)
         for line in report:
-            console.print(line)
-    elif not resume and (pretrained_file or freeze_stages is not None or freeze_bn):
+            console.print(line, highlight=False)
+    elif not resume:  # built here, before any run folder, so that a missing download stops cleanly
         import torch
 
         from .model import build_model
 
+        why = ("" if resolve_pretrained(cfg) or pretrained_file else " (--no-pretrained)" if pretrained is False
+               else " (the demo data trains from scratch; --pretrained loads timm's weights)")
         torch.manual_seed(cfg.train.seed)
         cfg.model.num_classes = len(train_index.class_names)
-        model = call(build_model, cfg.model)  # built here to report what loaded and what is frozen
+        with ranks.main_first():  # one download, then the others read the cache
+            model = call(build_model, cfg.model)
+        console.print(f"backbone {cfg.model.backbone.name}: {model.backbone.start}{why}", highlight=False,
+                      soft_wrap=True)
     if model is not None:
         report = model.backbone.load_report
         for line in [*(report.lines() if report else []), *(f"frozen: {f}" for f in model.backbone.frozen)]:
@@ -284,8 +313,8 @@ def backbones_cmd(
 
 @app.command("eval")
 def eval_cmd(
-    weights: Annotated[Optional[Path], typer.Option("--weights", "-w", help="Weights file [default: newest "
-                                                   "runs/train/*/best.safetensors].", exists=True, dir_okay=False)] = None,
+    weights: Annotated[Optional[str], typer.Option("--weights", "-w", help=WEIGHTS_HELP, callback=weights_option)
+                       ] = None,
     data: Annotated[str, typer.Option(help="COCO .json, YOLO data.yaml, or 'demo' (its val split).")] = "demo",
     images: Annotated[Optional[str], typer.Option(help="Image folder of a COCO file (default: beside it).")] = None,
     batch_size: Annotated[int, typer.Option(help="Images per batch.", callback=positive("--batch-size"))] = 8,
@@ -309,7 +338,7 @@ def eval_cmd(
 
     if half and fp32:
         fail("--half and --fp32 contradict each other: give one")
-    path = Path(weights) if weights else call(default_weights)
+    path = call(resolve_weights, weights) if weights else call(default_weights)
     console.print(f"weights: {path}")
     dev = call(resolve_device, device)
     model, cfg, class_names = call(checkpoint.load, path, dev)
@@ -332,9 +361,10 @@ def eval_cmd(
 @app.command("predict")
 def predict_cmd(
     source: Annotated[str, typer.Argument(help="An image, a folder (searched recursively) or a glob.")],
-    weights: Annotated[Optional[Path], typer.Option("--weights", "-w", help="Weights file, or an ONNX file from "
-                                                   "`fcos export` [default: newest runs/train/*/best.safetensors].",
-                                                   exists=True, dir_okay=False)] = None,
+    weights: Annotated[Optional[str], typer.Option("--weights", "-w", help="Weights file, a published detector "
+                                                  "(`fcos weights`), or an ONNX file from `fcos export` [default: "
+                                                  "newest runs/train/*/best.safetensors].", callback=weights_option)
+                       ] = None,
     conf: Annotated[float, typer.Option(help="Lowest score drawn and written.", min=0.0, max=1.0)] = 0.25,
     iou: Annotated[Optional[float], typer.Option(help="NMS IoU threshold [default: the weights' config].",
                                                  min=0.0, max=1.0)] = None,
@@ -363,7 +393,7 @@ def predict_cmd(
     from .engine.predict import collect_images, inference_amp, onnx_predict, predict, predict_files
     from .model.optimize import optimize_for_inference
 
-    path = Path(weights) if weights else call(default_weights)
+    path = call(resolve_weights, weights) if weights else call(default_weights)
     files, others = call(collect_images, source)
     if path.suffix == ".onnx":  # NMS settings and size are baked into the exported graph
         import onnx
@@ -412,8 +442,8 @@ def predict_cmd(
 def inspect_targets_cmd(
     data: Annotated[str, typer.Option(help="COCO .json, YOLO data.yaml, or 'demo'.")] = "demo",
     preset: Annotated[str, typer.Option(help="paper, improved or torchvision (ignored with --weights).")] = "improved",
-    weights: Annotated[Optional[Path], typer.Option("--weights", "-w", help="Take the settings of these weights.",
-                                                    exists=True, dir_okay=False)] = None,
+    weights: Annotated[Optional[str], typer.Option("--weights", "-w", help="Take the settings of these weights "
+                                                  "(a file or a published detector).", callback=weights_option)] = None,
     img_size: Annotated[Optional[int], typer.Option(help="Longest side [default: the weights' size, else 800].",
                                                     callback=positive("--img-size"))] = None,
     size_ranges: Annotated[Optional[str], typer.Option(help="Level boundaries m_1..m_4, e.g. 64,128,256,512.")] = None,
@@ -434,7 +464,7 @@ def inspect_targets_cmd(
     from .inspect_targets import inspect_dataset
 
     if weights:
-        cfg = call(checkpoint.read_metadata, weights)[0]
+        cfg = call(checkpoint.read_metadata, call(resolve_weights, weights))[0]
     else:
         cfg = call(make_preset, preset)
         cfg.data.img_size = 800
@@ -508,12 +538,43 @@ def import_weights_cmd(
                   soft_wrap=True)
 
 
+@app.command("weights")
+def weights_cmd(
+    download: Annotated[Optional[str], typer.Option(help="Fetch a published detector or a timm backbone's "
+                                                   "pretrained weights (resnet50, resnet50.a1_in1k) into its cache "
+                                                   "now, e.g. on a connected machine before going offline.")] = None,
+) -> None:
+    """Published COCO-trained FCOS detectors that -w takes by name: their COCO box AP and cache state."""
+    from rich.table import Column, Table
+
+    from .zoo import DETECTORS, cache_dir, cached_path
+
+    if download and is_detector_name(download):
+        weights_option(download)
+        console.print(f"cached {call(resolve_weights, download)}", highlight=False, soft_wrap=True)
+        return
+    if download:
+        from .model.backbone import check_backbone_name, hub_weights
+
+        call(check_backbone_name, download)
+        path, tag = call(hub_weights, download)
+        console.print(f"cached {tag}: {path}", highlight=False, soft_wrap=True)
+        return
+    table = Table(Column("-w NAME", no_wrap=True), "backbone", "COCO box AP", "cached", title="Published COCO detectors")
+    for name, pub in DETECTORS.items():
+        table.add_row(name, pub.backbone, f"{pub.box_ap:.1f}", "yes" if cached_path(name).is_file() else "no")
+    console.print(table)
+    console.print(f"cache: {cache_dir()} ($FCOS_CLI_CACHE); e.g. fcos predict photos/ -w "
+                  f"torchvision:fcos_resnet50_fpn_coco", highlight=False, soft_wrap=True)
+
+
 @app.command("export")
 def export_cmd(
-    weights: Annotated[Optional[Path], typer.Option("--weights", "-w", help="Weights file [default: newest "
-                                                    "runs/train/*/best.safetensors].", exists=True, dir_okay=False)] = None,
+    weights: Annotated[Optional[str], typer.Option("--weights", "-w", help=WEIGHTS_HELP, callback=weights_option)
+                       ] = None,
     format: Annotated[str, typer.Option("--format", help="onnx (postprocess inside) or safetensors.")] = "onnx",
-    output: Annotated[Optional[Path], typer.Option(help="Output file [default: beside the weights].")] = None,
+    output: Annotated[Optional[Path], typer.Option(help="Output file \\[default: beside the weights; for a published "
+                                                   "detector, in the current folder].")] = None,
     half: Annotated[bool, typer.Option(help="safetensors: store fp16 weights.")] = False,
     img_size: Annotated[Optional[int], typer.Option(help="Sample size for the export check [default: the weights'].",
                                                     callback=positive("--img-size"))] = None,
@@ -525,17 +586,18 @@ def export_cmd(
 
     if format not in ("onnx", "safetensors"):
         raise typer.BadParameter("expected onnx or safetensors", param_hint="--format")
-    path = weights or call(default_weights)
+    path = call(resolve_weights, weights) if weights else call(default_weights)
     model, cfg, class_names = call(checkpoint.load, path)
+    beside = Path(path.name) if weights and is_detector_name(weights) else path  # not inside the cache
     if format == "safetensors":
         out = (output_file(output) if output
-               else path.with_name(path.stem + (".fp16" if half else ".export") + ".safetensors"))
+               else beside.with_name(beside.stem + (".fp16" if half else ".export") + ".safetensors"))
         checkpoint.save(out, model.half() if half else model, cfg, class_names)
         console.print(f"wrote {out}")
         return
     from .export import compare_onnx, export_onnx
 
-    out = output_file(output) if output else path.with_suffix(".onnx")
+    out = output_file(output) if output else beside.with_suffix(".onnx")
     size = img_size or cfg.data.img_size
     torch.manual_seed(0)
     ids = call(checkpoint.read_metadata, path)[2].get("fcos_cli.category_ids")

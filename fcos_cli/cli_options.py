@@ -13,6 +13,7 @@ from rich.console import Console
 from typer.core import TyperGroup
 
 from .errors import UserError, one_line
+from .zoo import check_detector_name, is_detector_name, resolve_weights  # noqa: F401 - resolve_weights for cli.py
 
 console = Console()
 err_console = Console(stderr=True)
@@ -81,6 +82,22 @@ def default_weights() -> Path:
             if (run / name).is_file():
                 return run / name
     raise UserError("no --weights given and no runs/train/*/best.safetensors to default to (train first)")
+
+
+def weights_option(value: str | None) -> str | None:
+    """`-w`: an existing file, or a published detector name (fetched later, in the command)."""
+    if value is None:
+        return None
+    if is_detector_name(value):
+        try:
+            check_detector_name(value)
+        except UserError as e:
+            raise typer.BadParameter(str(e)) from None
+    elif not Path(value).exists():
+        raise typer.BadParameter(f"file {value!r} does not exist.")
+    elif Path(value).is_dir():
+        raise typer.BadParameter(f"file {value!r} is a directory.")
+    return value
 
 
 def parse_int_list(text: str, flag: str) -> tuple[int, ...]:

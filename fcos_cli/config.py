@@ -14,7 +14,7 @@ from .errors import UserError
 
 __all__ = [
     "BackboneConfig", "FPNConfig", "HeadConfig", "ModelConfig", "TargetsConfig", "LossConfig",
-    "PostprocessConfig", "DataConfig", "TrainConfig", "FCOSConfig", "PRESETS", "preset",
+    "PostprocessConfig", "DataConfig", "TrainConfig", "FCOSConfig", "PRESETS", "preset", "resolve_pretrained",
     "to_dict", "from_dict", "load_config", "CONFIG_VERSION",
 ]
 
@@ -24,11 +24,17 @@ Preset = Literal["paper", "improved", "torchvision"]
 
 @dataclass
 class BackboneConfig:
-    name: str = "resnet50"
-    pretrained: bool = False
-    pretrained_file: str | None = None  # local weights only: no hub download at run time
-    freeze_stages: int = -1  # -1 trains all; 0 freezes the stem; N the stem and the first N stages
-    freeze_bn: bool = False  # BatchNorm -> FrozenBatchNorm2d (statistics and affine fixed, as in the paper)
+    name: str = "resnet50"  # any timm name; `resnet50.fb_swsl_ig1b_ft_in1k` picks a pretrained tag
+    # None: timm's pretrained weights (Hugging Face hub cache) unless training on the demo data (offline);
+    # build_model only loads them when True.
+    pretrained: bool | None = None
+    pretrained_file: str | None = None  # local weights instead of the hub
+    pretrained_tag: str | None = None  # filled when weights load: the timm tag (`resnet50.a1_in1k`) or the file name
+    pretrained_sha256: str | None = None  # filled when weights load: sha256 of the weights file
+    # None: the original recipe from trained weights on a BatchNorm CNN (stem + first stage frozen, BatchNorm
+    # frozen), nothing frozen otherwise; build_model writes the resolved values back.
+    freeze_stages: int | None = None  # -1 trains all; 0 freezes the stem; N the stem and the first N stages
+    freeze_bn: bool | None = None  # BatchNorm -> FrozenBatchNorm2d (statistics and affine fixed, as in the paper)
     lr_mult: float = 1.0  # learning rate of the timm body relative to the rest (FPN, head, simple pyramid)
 
 
@@ -176,6 +182,15 @@ def preset(name: str) -> FCOSConfig:
     if name not in PRESETS:
         raise UserError(f"unknown preset {name!r} (choose from {', '.join(PRESETS)})")
     return PRESETS[name]()
+
+
+def resolve_pretrained(cfg: FCOSConfig) -> bool:
+    """Fill `model.backbone.pretrained` when it is None: timm's pretrained weights for every dataset but the
+    built-in demo, which trains from scratch so that it runs offline."""
+    bc = cfg.model.backbone
+    if bc.pretrained is None:
+        bc.pretrained = cfg.data.train != "demo"
+    return bc.pretrained
 
 
 def to_dict(cfg: FCOSConfig) -> dict[str, Any]:

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+# Tests never touch the network: the Hugging Face hub (timm's pretrained weights) answers from local caches only,
+# here and in every `fcos` subprocess. Set before huggingface_hub is imported, which reads it once.
+os.environ["HF_HUB_OFFLINE"] = "1"
 
 import pytest
 import torch

@@ -27,7 +27,7 @@ from typer.testing import CliRunner
 from fcos_cli.cli import app
 
 runner = CliRunner()
-TINY = ["--backbone", "test_resnet", "--img-size", "64", "--fpn-channels", "32", "--head-convs", "1",
+TINY = ["--no-pretrained", "--backbone", "test_resnet", "--img-size", "64", "--fpn-channels", "32", "--head-convs", "1",
         "--batch-size", "2", "--workers", "0", "--optimizer", "adamw", "--warmup-steps", "0"]
 SIZE = (64, 48)  # (W, H) of each test image
 
@@ -276,6 +276,10 @@ CASES = [
     ("inspect-weights-without-metadata", _with_weights(["inspect-targets"], "plain"), ["w.safetensors", "metadata"]),
     ("predict-onnx-not-onnx", _bad_onnx, ["m.onnx", "ONNX"]),
     ("train-weights-other-backbone", _other_backbone, ["test_resnet", "test_convnext", "--backbone"]),
+    ("train-weights-with-pretrained", _option("train", "-w", "{weights}", "--pretrained"),
+     ["--weights", "--pretrained"]),
+    ("weights-unknown-published-name", _option("predict", "{tmp}", "-w", "torchvision:fcos_resnet50"),
+     ["--weights", "did you mean torchvision:fcos_resnet50_fpn_coco"]),
     ("eval-data-other-classes", _other_classes, ["cat", "dog", "classes"]),
     ("weights-file-missing", _option("eval", "-w", "{tmp}/absent.safetensors"), ["--weights", "absent.safetensors"]),
     ("weights-is-a-directory", _option("predict", "{tmp}", "-w", "{tmp}"), ["--weights", "directory"]),

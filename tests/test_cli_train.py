@@ -12,7 +12,7 @@ from fcos_cli import checkpoint
 from fcos_cli.cli import app
 
 runner = CliRunner()
-TINY = ["--backbone", "test_resnet", "--img-size", "128", "--fpn-channels", "32", "--head-convs", "1",
+TINY = ["--no-pretrained", "--backbone", "test_resnet", "--img-size", "128", "--fpn-channels", "32", "--head-convs", "1",
         "--batch-size", "2", "--workers", "0", "--optimizer", "adamw"]
 
 
@@ -52,10 +52,15 @@ def test_weights_bring_their_model_unless_options_say_otherwise(data: Path, trai
               "--epochs", "1", "--batch-size", "2", "--workers", "0", "--project", str(trained.parent)]
     result = runner.invoke(app, [*common, "--name", "again"])
     assert result.exit_code == 0, result.output
-    total = len(checkpoint.load(trained / "last.safetensors")[0].state_dict())
-    assert f"loaded {total}/{total} tensors" in result.output
+    total = len(checkpoint.load(trained.parent / "again" / "last.safetensors")[0].state_dict())
+    assert f"loaded {total}/{total} tensors" in result.output  # every tensor (FrozenBatchNorm2d has no step counter)
     source, again = (json.loads((run / "config.json").read_text()) for run in (trained, trained.parent / "again"))
+    # Fine-tuning trained weights takes the original recipe: BatchNorm, stem and first stage frozen.
+    assert (source["model"]["backbone"]["freeze_bn"], again["model"]["backbone"]["freeze_bn"]) == (False, True)
+    assert again["model"]["backbone"]["freeze_stages"] == 1 and "frozen: stem, layer1" in result.output
     for section in ("model", "targets", "loss", "post"):
+        for config in (source, again):
+            config["model"]["backbone"].update(freeze_bn=None, freeze_stages=None)
         assert again[section] == source[section], section
     assert again["data"]["img_size"] == 128 and again["model"]["fpn"]["out_channels"] == 32  # not the defaults
     wider = runner.invoke(app, [*common, "--name", "wider", "--fpn-channels", "64"])  # a given option wins

@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DOC_FILES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 
 # Appended to every `fcos train` / `torchrun ... train` line: a tiny model, one epoch.
-TINY = ["--backbone", "test_resnet", "--img-size", "128", "--fpn-channels", "32", "--head-convs", "2",
+TINY = ["--no-pretrained", "--backbone", "test_resnet", "--img-size", "128", "--fpn-channels", "32", "--head-convs", "2",
         "--size-ranges", "32,64,128,256", "--epochs", "1", "--batch-size", "2", "--workers", "0",
         "--warmup-steps", "0"]
 TINY_DATA = ["--data", "train.json", "--val-data", "val.json"]  # lines without --data would train on `demo`
@@ -44,6 +44,8 @@ OVERRIDES = {  # appended per command
     "backbones": ["--limit", "3"],
 }
 NOT_RUNNABLE = {  # line (as written) -> why it is not run here
+    "fcos weights --download resnet50":
+        "downloads from the Hugging Face hub; tests/model/test_pretrained.py proves that loader on a local hub cache",
     'pip install -e ".[test]" && python -m pytest -m "not cuda" --durations=15':
         "it is this test suite (the Quickstart's `pip install -e .` part is skipped the same way)",
     "torchrun --nnodes=2 --node_rank=0 --rdzv_backend=c10d --rdzv_endpoint=HOST:29500 --nproc_per_node=8 "
@@ -161,6 +163,19 @@ def _torchvision_fcos(ws: Path) -> None:
     torch.save(state, ws / "fcos_resnet50_fpn_coco-99b0c9b7.pth")
 
 
+def _published_detector(ws: Path) -> None:
+    """What `-w torchvision:fcos_resnet50_fpn_coco` fetches, already in the workspace's FCOS_CLI_CACHE: the docs run
+    offline (tests/model/test_pretrained.py tests the download itself from a file:// URL)."""
+    from fcos_cli import zoo
+    from fcos_cli.import_weights import import_weights
+
+    out = zoo.cached_path(PUBLISHED)
+    if not out.is_file():
+        _prepare(ws, "fcos_resnet50_fpn_coco-99b0c9b7.pth")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        import_weights(ws / "fcos_resnet50_fpn_coco-99b0c9b7.pth", "torchvision", out)
+
+
 def _torchvision_resnet(ws: Path) -> None:
     """Stands in for torchvision's resnet50-0676ba61.pth: timm's test_resnet has torchvision's names too."""
     import timm
@@ -170,7 +185,9 @@ def _torchvision_resnet(ws: Path) -> None:
 
 
 # The files the docs name and how the workspace gets them (created when a line first needs them).
+PUBLISHED = "torchvision:fcos_resnet50_fpn_coco"
 FIXTURES: dict[str, Callable[[Path], object]] = {
+    PUBLISHED: _published_detector,
     "fcos_resnet50_fpn_coco-99b0c9b7.pth": _torchvision_fcos,
     "coco.safetensors": lambda ws: _fcos(ws, "import-weights fcos_resnet50_fpn_coco-99b0c9b7.pth --from torchvision "
                                              "--output coco.safetensors"),
@@ -209,6 +226,7 @@ def ws(tmp_path_factory) -> Path:
     demo = tmp_path_factory.mktemp("demo_cache")
     patch.setattr(synthetic, "DEFAULT_DEMO_DIR", demo)  # `--data demo` in this process
     patch.setenv("FCOS_DEMO_DIR", str(demo))  # ... and in subprocesses
+    patch.setenv("FCOS_CLI_CACHE", str(tmp_path_factory.mktemp("fcos_cli_cache")))  # published detectors
     patch.setenv("COLUMNS", "150")
     patch.chdir(ws)
     synthetic.write_demo_data(ws, num_train=4, num_val=2, max_side=256, seed=6)
@@ -237,6 +255,8 @@ def _tiny(argv: list[str]) -> list[str]:
     if command == "train":
         if "--resume" in argv:
             return []  # a resumed run takes everything from its own config
+        if PUBLISHED in argv:  # fine-tuning keeps the detector's R-50 model
+            return ["--img-size", "128", "--epochs", "1", "--batch-size", "2", "--workers", "0"]
         return TINY + ([] if "--data" in argv else TINY_DATA)
     return OVERRIDES.get(command, [])
 

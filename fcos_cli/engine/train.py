@@ -23,7 +23,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from .. import checkpoint
 from ..atomic import atomic_write
-from ..config import FCOSConfig, TrainConfig, to_dict
+from ..config import FCOSConfig, TrainConfig, resolve_pretrained, to_dict
 from ..data.records import DatasetIndex
 from ..errors import UserError
 from ..losses import FCOSLosses
@@ -100,7 +100,7 @@ def finetune_model(weights: Path, cfg: FCOSConfig, class_names: list[str]) -> tu
     for name in ("pixel_mean", "pixel_std", "channel_order", "stride_in_1x1"):
         setattr(cfg.model, name, getattr(source_cfg.model, name))
     cfg.model.num_classes = len(class_names)
-    model = build_model(cfg.model)
+    model = build_model(cfg.model, load_pretrained=False, backbone_trained=True)  # the detector's weights follow
     own = model.state_dict()
     fits = {k: v for k, v in source.state_dict().items() if k in own and own[k].shape == v.shape}
     if source_names != class_names:
@@ -246,7 +246,10 @@ def train(cfg: FCOSConfig, train_index: DatasetIndex, val_index: DatasetIndex | 
     _seed_everything(tc.seed)
     class_names = train_index.class_names
     cfg.model.num_classes = len(class_names)
-    model = speed_up_training((model or build_model(cfg.model)).to(device))  # channels_last: same names and results
+    if model is None:
+        resolve_pretrained(cfg)
+        model = build_model(cfg.model, load_pretrained=resume is None)  # a resumed run loads its own weights
+    model = speed_up_training(model.to(device))  # channels_last: same names and results
     net = torch.nn.parallel.DistributedDataParallel(model) if ranks.enabled else model
     if tc.compile:
         net.compile()  # the DDP wrapper, so that dynamo splits the graph at gradient buckets and all-reduce overlaps

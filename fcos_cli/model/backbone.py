@@ -16,11 +16,12 @@ import torch
 from torch import Tensor, nn
 from torchvision.ops.misc import FrozenBatchNorm2d  # what timm's freeze_batch_norm_2d makes
 
-from ..errors import UserError
+from ..atomic import sha256
+from ..errors import UserError, one_line
 from .simple_pyramid import SimplePyramid
 
-__all__ = ["Backbone", "BackboneProbe", "LoadReport", "check_backbone", "check_backbone_name", "plan_levels", "probe_backbone",
-           "suggest_backbones"]
+__all__ = ["Backbone", "BackboneProbe", "LoadReport", "check_backbone", "check_backbone_name", "hub_weights", "plan_levels",
+           "probe_backbone", "suggest_backbones"]
 
 FCOS_STRIDES = (8, 16, 32)  # C3-C5 of the paper
 _NESTED_KEYS = ("state_dict", "model", "state_dict_ema")  # timm / torchvision training checkpoints
@@ -119,7 +120,53 @@ def probe_backbone(name: str, strides: tuple[int, ...] = FCOS_STRIDES) -> Backbo
         return BackboneProbe(name, error=f"{type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}")
 
 
-# ---- local pretrained weights --------------------------------------------------------------------------
+# ---- pretrained weights: the Hugging Face hub (timm's own source) or a local file -------------------------
+
+HUB_FILES = ("model.safetensors", "pytorch_model.bin")  # what timm's hub loader tries, in its order
+
+
+def hub_weights(name: str) -> tuple[Path, str]:
+    """timm's pretrained weights of `name` (`resnet50` or `resnet50.fb_swsl_ig1b_ft_in1k`) as a local file.
+
+    Downloads through `huggingface_hub` as timm does (the standard cache; `HF_HOME`, `HF_HUB_OFFLINE` and
+    `HF_ENDPOINT` apply). Returns the file and the `architecture.tag` it holds.
+    """
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
+    from timm.models import get_pretrained_cfg
+    from timm.models._hub import hf_split
+
+    cfg = get_pretrained_cfg(name)
+    if cfg is None or not cfg.hf_hub_id:
+        raise UserError(f"timm has no downloadable pretrained weights for {name!r}: give --pretrained-file FILE, "
+                        f"or train from random weights with --no-pretrained")
+    tag = f"{cfg.architecture}.{cfg.tag}" if cfg.tag else cfg.architecture
+    repo, revision = hf_split(cfg.hf_hub_id)
+    offline = False
+    for filename in (cfg.hf_hub_filename,) if cfg.hf_hub_filename else HUB_FILES:
+        try:  # once the hub proved unreachable, the other file names only from the cache (no retries again)
+            return Path(hf_hub_download(repo, filename, revision=revision, local_files_only=offline)), tag
+        except LocalEntryNotFoundError:  # neither cached nor reachable (a subclass of the next one)
+            offline = True
+        except EntryNotFoundError:  # the hub has no such file: try the next
+            continue
+        except Exception as e:  # noqa: BLE001 - hub HTTP errors of all kinds: one line
+            raise UserError(f"cannot download the pretrained weights of {tag} from the Hugging Face hub "
+                            f"({repo}): {type(e).__name__}: {one_line(str(e))[:200]}") from None
+    if offline:
+        from huggingface_hub.constants import HF_HUB_CACHE
+
+        raise UserError(f"the pretrained weights of {tag} ({repo} on the Hugging Face hub) are not in the cache "
+                        f"{HF_HUB_CACHE} and the hub cannot be reached; connect to the internet, set HF_ENDPOINT to "
+                        f"a mirror, download https://huggingface.co/{repo}/resolve/main/{HUB_FILES[0]} elsewhere "
+                        f"and give --pretrained-file FILE, or train from random weights with --no-pretrained")
+    raise UserError(f"the Hugging Face repo {repo} holds none of {', '.join(HUB_FILES)}: give --pretrained-file")
+
+
+def has_batch_norm(module: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in module.modules())
+
+
 
 
 @dataclass
@@ -132,11 +179,16 @@ class LoadReport:
     missing: list[str]  # backbone tensors the file lacks (left at random init)
     unexpected: list[str]  # file tensors the backbone does not use (classifier, final norm, ...)
 
+    @property
+    def summary(self) -> str:
+        return f"{self.matched}/{self.total} tensors"
+
     def lines(self) -> list[str]:
+        """What did not fit, if anything: one line each for missing and unused tensors."""
         def names(items: list[str]) -> str:
             return ", ".join(items[:6]) + (f" ... (+{len(items) - 6})" if len(items) > 6 else "")
 
-        out = [f"pretrained {self.path}: loaded {self.matched}/{self.total} backbone tensors"]
+        out = []
         if self.missing:
             out.append(f"  missing from the file (random init): {names(self.missing)}")
         if self.unexpected:
@@ -187,32 +239,45 @@ class Backbone(nn.Module):
         name: any timm model name.
         strides: reductions to return, e.g. (8, 16, 32); for each, the last timm level with it is used, or,
             for a single-stride model (plain ViT), a `SimplePyramid` over its last map.
-        pretrained: load timm's pretrained weights (needs `pretrained_file`: no network at run time).
-        pretrained_file: local weights file (safetensors or a timm checkpoint) for `name`.
+        pretrained: load timm's pretrained weights of `name` (its default tag, or `arch.tag`) through the
+            Hugging Face hub cache (`hub_weights`).
+        pretrained_file: local weights file (safetensors or a timm checkpoint) for `name`, instead of the hub.
         freeze_stages: -1 trains everything; 0 freezes the stem; N the stem and the first N stages
             (timm feature levels of stride >= 4; for ViTs the patch embedding and the first N blocks).
+            None: 1 for a BatchNorm CNN that starts `trained` (the original FCOS / mmdetection recipe), else -1.
         freeze_bn: BatchNorm layers become `FrozenBatchNorm2d` through timm's `freeze_batch_norm_2d`
-            (running statistics and affine fixed, also in train mode).
+            (running statistics and affine fixed, also in train mode). None: when it starts `trained`.
+        trained: whether the body starts from trained weights, for the None rules [default: weights loaded
+            here]; fine-tuning a detector passes True.
 
     Forward: images (B, 3, H, W) -> list of (B, C_i, H / s_i, W / s_i), NCHW whatever timm returns.
-    Attributes the FPN reads: `channels`, `strides`. Also `frozen` and `load_report` (for printing).
+    Attributes the FPN reads: `channels`, `strides`. Also `start` (where the weights came from, one line),
+    `frozen`, `load_report`, and the resolved `freeze_stages`, `freeze_bn`, `pretrained_tag`, `pretrained_sha256`.
     """
 
     def __init__(self, name: str, strides: tuple[int, ...] = FCOS_STRIDES, pretrained: bool = False,
-                 pretrained_file: str | None = None, freeze_stages: int = -1, freeze_bn: bool = False) -> None:
+                 pretrained_file: str | None = None, freeze_stages: int | None = -1, freeze_bn: bool | None = False,
+                 trained: bool | None = None) -> None:
         super().__init__()
         check_backbone_name(name)
-        if pretrained and pretrained_file is None:
-            raise UserError(f"pretrained weights for {name!r} are read from a local file: give pretrained_file "
-                            f"(--pretrained-file); fcos_cli downloads nothing at run time")
         self.load_report: LoadReport | None = None
-        if pretrained_file is None:
+        self.pretrained_tag: str | None = None
+        self.pretrained_sha256: str | None = None
+        self.start = "random init"
+        if pretrained_file is None and pretrained:
+            path, self.pretrained_tag = hub_weights(name)
+            self.body = self._load(name, path)
+            self.start = f"pretrained weights {self.pretrained_tag} ({self.load_report.summary})"
+        elif pretrained_file is not None:
+            self.body = self._load(name, Path(pretrained_file))
+            self.start = f"pretrained file {pretrained_file} ({self.load_report.summary})"
+        else:
             try:
                 self.body = _create(name)
             except (RuntimeError, AssertionError, TypeError, ValueError, NotImplementedError) as e:
                 raise UserError(f"timm backbone {name!r} cannot return multi-scale features: {e}") from None
-        else:
-            self.body = self._load(name, Path(pretrained_file))
+        if self.load_report is not None:
+            self.pretrained_sha256 = sha256(Path(self.load_report.path))
         info = self.body.feature_info
         reductions = info.reduction()
         self.nhwc = _nhwc(self.body)
@@ -228,15 +293,22 @@ class Backbone(nn.Module):
         cfg = timm.data.resolve_model_data_config(self.body)
         self.mean, self.std = tuple(cfg["mean"]), tuple(cfg["std"])
         self.lr_mult = 1.0  # set by build_model; build_optimizer scales the timm body's learning rate by it
+        # The original recipe (FCOS repo, mmdetection `frozen_stages=1, norm_eval`): ImageNet statistics stay, the
+        # stem and first stage keep their generic filters. LayerNorm / GroupNorm backbones (ViT, ConvNeXt) train
+        # whole, as mmdetection trains them.
+        recipe = (pretrained or pretrained_file is not None) if trained is None else trained
+        recipe = recipe and has_batch_norm(self.body)
+        self.freeze_bn = recipe if freeze_bn is None else freeze_bn
+        self.freeze_stages = (1 if recipe else -1) if freeze_stages is None else freeze_stages
         self.frozen: list[str] = []
-        if freeze_bn:
+        if self.freeze_bn:
             self.body = timm.layers.freeze_batch_norm_2d(self.body)
             num_bn = sum(isinstance(m, (FrozenBatchNorm2d, timm.layers.FrozenBatchNormAct2d))
                          for m in self.body.modules())
             self.frozen.append(f"{num_bn} BatchNorm layers (FrozenBatchNorm2d: fixed statistics and affine)"
                                if num_bn else "no BatchNorm layers to freeze")
-        if freeze_stages >= 0:
-            self.frozen.append(self._freeze_stages(name, freeze_stages))
+        if self.freeze_stages >= 0:
+            self.frozen.append(self._freeze_stages(name, self.freeze_stages))
 
     def _load(self, name: str, path: Path) -> nn.Module:
         """timm's own loader (it drops the classifier and remaps keys where a model needs it), then a report."""

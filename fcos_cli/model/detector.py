@@ -44,8 +44,13 @@ class FCOS(nn.Module):
         return self.head(self.fpn(self.backbone(x)))
 
 
-def build_model(cfg: ModelConfig) -> FCOS:
-    """Build an FCOS from the model part of the config (random head; backbone per its config)."""
+def build_model(cfg: ModelConfig, load_pretrained: bool = True, backbone_trained: bool | None = None) -> FCOS:
+    """Build an FCOS from the model part of the config (random head; backbone per its config).
+
+    `load_pretrained=False` skips the backbone's pretrained weights (the caller loads a checkpoint over them);
+    `backbone_trained` overrides whether the backbone counts as trained for the freezing defaults (fine-tuning).
+    Writes back into `cfg.backbone` what it resolved: the freezing settings and the weights' tag and sha256.
+    """
     levels = list(cfg.fpn.levels)
     if levels != list(range(levels[0], levels[0] + len(levels))) or not 1 <= levels[0] <= 5 or levels[-1] < 5:
         raise UserError(f"FPN levels must be consecutive, start at P1..P5 and reach P5 or above, got {levels}")
@@ -55,8 +60,12 @@ def build_model(cfg: ModelConfig) -> FCOS:
         raise UserError(f"num_classes must be at least 1, got {cfg.num_classes}")
     backbone_levels = [lvl for lvl in levels if lvl <= 5]
     bc = cfg.backbone
-    backbone = Backbone(bc.name, tuple(2**lvl for lvl in backbone_levels), bc.pretrained, bc.pretrained_file,
-                        bc.freeze_stages, bc.freeze_bn)
+    trained = bool(bc.pretrained or bc.pretrained_file) if backbone_trained is None else backbone_trained
+    backbone = Backbone(bc.name, tuple(2**lvl for lvl in backbone_levels), bool(bc.pretrained) and load_pretrained,
+                        bc.pretrained_file if load_pretrained else None, bc.freeze_stages, bc.freeze_bn, trained)
+    bc.freeze_stages, bc.freeze_bn = backbone.freeze_stages, backbone.freeze_bn
+    if backbone.load_report is not None:
+        bc.pretrained_tag, bc.pretrained_sha256 = backbone.pretrained_tag, backbone.pretrained_sha256
     backbone.lr_mult = bc.lr_mult
     _apply_input_options(backbone, cfg)
     fpn = FPN(backbone.channels, cfg.fpn.out_channels, len(levels) - len(backbone_levels), cfg.fpn.extra_from)

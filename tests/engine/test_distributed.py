@@ -27,7 +27,7 @@ def test_two_ranks_share_epochs_and_weights(tmp_path: Path) -> None:
     project, logs = tmp_path / "runs", tmp_path / "ranks"
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "fcos_cli",
                "train", "--data", str(demo / "train.json"), "--val-data", str(demo / "val.json"),
-               "--backbone", "test_resnet", "--img-size", "128", "--fpn-channels", "32", "--head-convs", "2",
+               "--no-pretrained", "--backbone", "test_resnet", "--img-size", "128", "--fpn-channels", "32", "--head-convs", "2",
                "--size-ranges", "32,64,128,256", "--optimizer", "adamw", "--lr", "0.003", "--warmup-steps", "2",
                "--epochs", "2", "--batch-size", "2", "--workers", "0", "--project", str(project), "--name", "run"]
     done = subprocess.run(command, capture_output=True, text=True, timeout=55,

@@ -50,7 +50,7 @@ def _epochs(run: Path) -> list[int]:
 
 def _train_args(demo: Path, project: Path, epochs: int) -> list[str]:
     return ["train", "--data", str(demo / "train.json"), "--val-data", str(demo / "val.json"),
-            "--backbone", "test_resnet", "--img-size", "128", "--fpn-channels", "32", "--head-convs", "2",
+            "--no-pretrained", "--backbone", "test_resnet", "--img-size", "128", "--fpn-channels", "32", "--head-convs", "2",
             "--size-ranges", "32,64,128,256", "--optimizer", "adamw", "--lr", "0.003", "--warmup-steps", "2",
             "--epochs", str(epochs), "--batch-size", "2", "--workers", "0", "--project", str(project),
             "--name", "run"]

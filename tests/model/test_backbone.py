@@ -210,11 +210,11 @@ def test_pretrained_file_report_counts_and_names(tmp_path):
     assert report.missing and all(k.startswith("stages_3.") for k in report.missing)
     assert report.matched == report.total - len(report.missing)
     text = "\n".join(report.lines())
-    assert f"loaded {report.matched}/{report.total}" in text and "stages_3." in text
+    assert report.summary == f"{report.matched}/{report.total} tensors" and "stages_3." in text
 
 
 def test_pretrained_without_file_needs_no_network(monkeypatch):
-    """pretrained=True needs `pretrained_file` (no hub download at run time): a UserError, not a hub error."""
+    """pretrained=True offline with nothing cached: a UserError naming the ways out, not a hub error."""
     import huggingface_hub.constants
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # never touch the network here
@@ -379,7 +379,7 @@ def test_cli_train_backbone_options_reach_config_and_model(monkeypatch, tmp_path
     model = seen["model"]
     assert model.backbone.lr_mult == 0.1
     assert not any(p.requires_grad for n, p in model.backbone.body.named_parameters() if n.startswith("layer1."))
-    assert "loaded 75/75 backbone tensors" in result.output and "stem, layer1" in result.output
+    assert f"pretrained file {weights} (75/75 tensors)" in result.output and "stem, layer1" in result.output
 
     bad = CliRunner().invoke(app, [*args[:-1], "0"])
     assert bad.exit_code == 2 and "--backbone-lr-mult" in bad.output
