@@ -14,7 +14,7 @@ from collections import Counter
 
 import torch
 
-from fcos_cli.config import preset
+from fcos_cli.config import level_size_ranges, preset
 from fcos_cli.inspect_targets import explain_image, points_for_image
 
 DEFAULT_BOXES = ["40,40,440,360", "200,150,260,210", "60,300,90,330", "180,120,300,240"]
@@ -28,6 +28,8 @@ def main() -> None:
     args = parser.parse_args()
 
     cfg = preset(args.preset)
+    cfg.data.img_size = args.img_size
+    cfg.targets.size_ranges = level_size_ranges(cfg)  # the rule's boundaries for this image size
     strides = [2**level for level in cfg.model.fpn.levels]  # P3..P7: 8..128
     points = points_for_image(args.img_size, args.img_size, strides, cfg.targets)
     print(f"{args.preset}: {len(points.xy)} points on {len(strides)} levels "

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+import typing
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Literal, Optional
 
 import typer
 
@@ -12,11 +13,17 @@ from . import __version__
 from .cli_options import (OneLineErrors, call, console, default_weights, device_option, err_console, fail,
                           given_options, output_file, parse_int_list, parse_size_pair, parse_size_ranges, positive,
                           print_metrics, report_data, resolve_weights, run_dir_for, state, valid_if, warn,
-                          weights_option)
+                          weights_option, numbers_option)
+from .config import SIZES, TrainConfig, set_value
 from .zoo import is_detector_name
 
+_CHOICES = typing.get_type_hints(TrainConfig)
+OptimizerName, ScheduleName = _CHOICES["optimizer"], _CHOICES["schedule"]
+SizeName = Literal[tuple(SIZES)]  # type: ignore[valid-type]
+PresetName = Literal["paper", "improved", "torchvision"]
 
-WEIGHTS_HELP = ("Weights file or a published detector (`fcos weights`) [default: newest "
+
+WEIGHTS_HELP = ("Weights file or a published detector (`fcos weights`) \\[default: newest "
                 "runs/train/*/best.safetensors].")
 
 app = typer.Typer(help="FCOS object detection on any timm backbone.", no_args_is_help=True,
@@ -41,16 +48,25 @@ def main(
 
 @app.command("config")
 def config_cmd(
-    preset: Annotated[str, typer.Option(help="Preset: paper, improved (default) or torchvision.")] = "improved",
+    preset: Annotated[PresetName, typer.Option(help="FCOS variant.")] = "improved",
+    size: Annotated[Optional[SizeName], typer.Option(help="Apply a size profile (what `fcos train --size` sets).",
+                                                     show_default=False)] = None,
     weights: Annotated[Optional[str], typer.Option("--weights", "-w", help="Print the config stored in these weights "
-                                                  "instead (where the backbone started, the recipe, ...).",
-                                                  callback=weights_option)] = None,
+                                                   "instead (where the backbone started, the recipe, ...).",
+                                                   callback=weights_option)] = None,
 ) -> None:
-    """Print a preset's full configuration as JSON (every field the weights file records), or a weights file's."""
-    from . import checkpoint
-    from .config import preset as make_preset, to_dict
+    """Print a full config as JSON: a starting file for `fcos train --config` (null fields follow their rule), or
+    the config a weights file records."""
+    from .config import apply_size, preset as make_preset, to_dict
 
-    cfg = call(checkpoint.read_metadata, call(resolve_weights, weights))[0] if weights else call(make_preset, preset)
+    if weights:
+        from .checkpoint import read_metadata
+
+        cfg = call(read_metadata, call(resolve_weights, weights))[0]
+    else:
+        cfg = call(make_preset, preset)
+        if size:
+            apply_size(cfg, size)
     console.print_json(json.dumps(to_dict(cfg)))
 
 
@@ -71,171 +87,206 @@ def demo_data_cmd(
 
 
 _RESUME_OPTIONS = {"resume", "device", "workers", "compile"}  # how a run is carried on, not what it computes
+DATA, MODEL, OPTIM, OUTPUT, HARDWARE = "Data", "Model", "Optimisation", "Output", "Hardware"
+
+
+def _default(key: str) -> str:
+    """A config field's default as `--help` shows it (defaults live in config.py only)."""
+    from .config import FCOSConfig
+
+    value = FCOSConfig()
+    for part in key.split("."):
+        value = getattr(value, part)
+    return "auto" if value is None else ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
+
+
+def _opt(key: str, help: str, panel: str, *decls: str, auto: str = "", **kwargs):
+    """An option that sets config field `key` when given; its help shows the field's default."""
+    flag = kwargs.pop("flag", False)  # a plain on-switch: its off default goes without saying
+    text = help if flag else f"{help} \\[default: {auto or _default(key)}]"
+    return typer.Option(*decls, help=text, show_default=False, rich_help_panel=panel,
+                        metavar="" if flag or decls and "/" in decls[0] else None, **kwargs)
+
+
+# Option name -> config key: a given option sets that field, after --size, --weights, --config and --set.
+TRAIN_FLAGS = {
+    "data": "data.train", "val_data": "data.val", "val_fraction": "data.val_fraction", "images": "data.images",
+    "img_size": "data.img_size", "multi_scale": "data.multi_scale", "backbone": "model.backbone.name",
+    "pretrained": "model.backbone.pretrained", "pretrained_file": "model.backbone.pretrained_file",
+    "freeze_stages": "model.backbone.freeze_stages", "freeze_bn": "model.backbone.freeze_bn",
+    "backbone_lr_mult": "model.backbone.lr_mult", "fpn_channels": "model.fpn.out_channels",
+    "head_convs": "model.head.num_convs", "size_ranges": "targets.size_ranges",
+    "center_sampling_radius": "targets.center_sampling_radius", "epochs": "train.epochs",
+    "batch_size": "train.batch_size", "lr": "train.lr", "optimizer": "train.optimizer",
+    "warmup_steps": "train.warmup_steps", "schedule": "train.schedule", "grad_clip": "train.grad_clip",
+    "eval_interval": "train.eval_interval", "amp": "train.amp", "ema": "train.ema", "compile": "train.compile",
+    "seed": "train.seed", "workers": "train.workers",
+}
 
 
 @app.command("train")
 def train_cmd(
     ctx: typer.Context,
-    data: Annotated[str, typer.Option(help="COCO .json, YOLO data.yaml, or 'demo' (built in, generated offline).")] = "demo",
-    backbone: Annotated[Optional[str], typer.Option(help="Any timm model; see `fcos backbones` "
-                                                    "[default: resnet50, or the --weights' backbone].")] = None,
-    preset: Annotated[str, typer.Option(help="paper, improved or torchvision (with --weights: the weights' model, "
-                                        "targets and loss unless given).")] = "improved",
-    epochs: Annotated[int, typer.Option(help="Training epochs.", callback=positive("--epochs"))] = 12,
-    batch_size: Annotated[int, typer.Option(help="Images per step.", callback=positive("--batch-size"))] = 8,
-    img_size: Annotated[int, typer.Option(help="Longest image side in pixels (with --weights: the weights').",
-                                        callback=positive("--img-size"))] = 640,
-    lr: Annotated[Optional[float], typer.Option(help="Peak learning rate [default: 0.01 sgd, 0.001 adamw].",
-                                                callback=positive("--lr"))] = None,
-    optimizer: Annotated[str, typer.Option(help="sgd or adamw.")] = "sgd",
-    warmup_steps: Annotated[int, typer.Option(help="Linear warm-up steps (at most a third of training).",
-                                              callback=valid_if(lambda v: v >= 0, "0 or more"))] = 500,
-    schedule: Annotated[str, typer.Option(help="cosine, or step (x0.1 at 2/3 and 8/9 of training).")] = "cosine",
-    grad_clip: Annotated[float, typer.Option(help="Max gradient norm; 0 turns clipping off.",
-                                             callback=valid_if(lambda v: v >= 0, "0 or more"))] = 10.0,
-    multi_scale: Annotated[Optional[str], typer.Option(help="Training sizes picked per image, e.g. 288,320,352.")] = None,
-    eval_interval: Annotated[int, typer.Option(help="Validate every N epochs (and after the last).",
-                                               callback=positive("--eval-interval"))] = 1,
-    fpn_channels: Annotated[int, typer.Option(help="FPN and head width (with --weights: the weights').",
-                                            callback=positive("--fpn-channels"))] = 256,
-    head_convs: Annotated[int, typer.Option(help="Convs per head tower (with --weights: the weights').",
-                                            callback=valid_if(lambda v: v >= 1, "at least 1"))] = 4,
-    size_ranges: Annotated[Optional[str], typer.Option(help="Level size boundaries m_1..m_4 [default: "
-                                                       "64,128,256,512].")] = None,
-    val_data: Annotated[Optional[str], typer.Option(help="Validation data [default: the data's val split].")] = None,
-    val_fraction: Annotated[float, typer.Option(help="Hold out this fraction of a single COCO file.",
-                                                callback=valid_if(lambda v: 0 <= v < 1, "a fraction in [0, 1)"))] = 0.0,
-    images: Annotated[Optional[str], typer.Option(help="Image folder of a COCO file [default: beside it].")] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.", callback=device_option)] = "auto",
-    amp: Annotated[bool, typer.Option(help="Mixed precision: bf16 on CPU, fp16 on CUDA.")] = False,
-    ema: Annotated[bool, typer.Option(help="Keep an EMA of the weights and evaluate/save it.")] = False,
-    compile: Annotated[bool, typer.Option("--compile", help="torch.compile the model (the first steps are slow).")
-                       ] = False,
+    data: Annotated[Optional[str], _opt("data.train", "COCO .json, YOLO data.yaml, or 'demo' (built in, offline).",
+                                        DATA)] = None,
+    val_data: Annotated[Optional[str], _opt("data.val", "Validation data.", DATA, auto="the data's val split")] = None,
+    val_fraction: Annotated[Optional[float], _opt("data.val_fraction", "Hold out this fraction of a single COCO file.",
+                                                  DATA, callback=valid_if(lambda v: 0 <= v < 1, "a fraction in [0, 1)"))
+                            ] = None,
+    images: Annotated[Optional[str], _opt("data.images", "Image folder of a COCO file.", DATA, auto="beside it")] = None,
+    img_size: Annotated[Optional[int], _opt("data.img_size", "Longest image side in pixels.", DATA,
+                                            callback=positive("--img-size"))] = None,
+    multi_scale: Annotated[Optional[str], _opt("data.multi_scale", "Training sizes picked per image, e.g. 288,320.",
+                                               DATA, auto="none", callback=numbers_option())] = None,
+    size: Annotated[Optional[SizeName], typer.Option(help="Size profile: backbone, widths, image size and recipe "
+                                                     "together; n for CPUs ... l the paper's R-50 (`fcos config --size "
+                                                     "s` shows one) \\[default: n on the demo data, else m].",
+                                                     show_default=False, rich_help_panel=MODEL)] = None,
+    preset: Annotated[Optional[PresetName], typer.Option(help="FCOS variant \\[default: improved].",
+                                                         show_default=False, rich_help_panel=MODEL)] = None,
+    backbone: Annotated[Optional[str], _opt("model.backbone.name", "Any timm model (NAME.TAG picks pretrained "
+                                            "weights); see `fcos backbones`.", MODEL)] = None,
+    pretrained: Annotated[Optional[bool], _opt("model.backbone.pretrained", "Start the backbone from timm's "
+                                               "pretrained weights (downloaded once into the Hugging Face cache).",
+                                               MODEL, "--pretrained/--no-pretrained", auto="yes, except on the "
+                                               "built-in demo data, which trains from scratch offline")] = None,
+    pretrained_file: Annotated[Optional[Path], _opt("model.backbone.pretrained_file", "Local backbone weights (timm "
+                                                    "names) instead of the hub.", MODEL, auto="none", exists=True,
+                                                    dir_okay=False)] = None,
+    freeze_stages: Annotated[Optional[int], _opt("model.backbone.freeze_stages", "Freeze the backbone's stem (0) and "
+                                                 "first N stages; -1 none.", MODEL, auto="1 for a BatchNorm CNN from "
+                                                 "trained weights, else -1", min=-1)] = None,
+    freeze_bn: Annotated[Optional[bool], _opt("model.backbone.freeze_bn", "Backbone BatchNorm with fixed statistics "
+                                              "and affine.", MODEL, "--freeze-bn/--no-freeze-bn",
+                                              auto="when the backbone starts from trained weights")] = None,
+    fpn_channels: Annotated[Optional[int], _opt("model.fpn.out_channels", "FPN and head width.", MODEL,
+                                                callback=positive("--fpn-channels"))] = None,
+    head_convs: Annotated[Optional[int], _opt("model.head.num_convs", "Convs per head tower.", MODEL,
+                                              callback=valid_if(lambda v: v >= 1, "at least 1"))] = None,
+    size_ranges: Annotated[Optional[str], _opt("targets.size_ranges", "Level size boundaries m_1..m_4, e.g. "
+                                               "64,128,256,512.", MODEL, auto="64,128,256,512 scaled to the image "
+                                               "size", callback=numbers_option(increasing=True))] = None,
+    center_sampling_radius: Annotated[Optional[float], _opt("targets.center_sampling_radius", "In strides; 0 turns "
+                                                            "center sampling off.", MODEL, min=0.0)] = None,
     weights: Annotated[Optional[str], typer.Option("--weights", "-w", help="Start from these fcos_cli weights or a "
-                                                  "published detector (`fcos weights`); fine-tuning, other classes "
-                                                  "are fine.", callback=weights_option)] = None,
-    resume: Annotated[Optional[Path], typer.Option(help="Continue a run from its last.safetensors.",
-                                                  exists=True, dir_okay=False)] = None,
-    pretrained: Annotated[Optional[bool], typer.Option("--pretrained/--no-pretrained", help="Start the backbone from "
-                                                       "timm's pretrained weights (downloaded once into the Hugging "
-                                                       "Face cache; --backbone NAME.TAG picks a tag) \\[default: yes, "
-                                                       "except on the built-in demo data, which trains from scratch "
-                                                       "offline].", show_default=False)] = None,
-    pretrained_file: Annotated[Optional[Path], typer.Option(help="Local backbone weights (timm names) instead of "
-                                                            "the hub.", exists=True, dir_okay=False)] = None,
-    freeze_stages: Annotated[Optional[int], typer.Option(help="Freeze the backbone's stem (0) and first N stages; -1 "
-                                                         "none \\[default: 1 for a BatchNorm CNN starting from trained "
-                                                         "weights, else -1].", min=-1)] = None,
-    freeze_bn: Annotated[Optional[bool], typer.Option("--freeze-bn/--no-freeze-bn", help="Backbone BatchNorm with "
-                                                      "fixed statistics and affine \\[default: when the backbone "
-                                                      "starts from trained weights].", show_default=False)] = None,
-    backbone_lr_mult: Annotated[float, typer.Option(help="Backbone learning rate = lr x this.",
-                                                    callback=positive("--backbone-lr-mult"))] = 1.0,
-    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
-    workers: Annotated[int, typer.Option(help="Data-loading worker processes (0: load in the main process).",
-                                         callback=valid_if(lambda v: v >= 0, "0 or more"))] = 2,
-    project: Annotated[str, typer.Option(help="Parent folder of runs.")] = "runs/train",
-    name: Annotated[str, typer.Option(help="Run name (numbered exp, exp2, ... when taken).")] = "exp",
-    exist_ok: Annotated[bool, typer.Option(help="Reuse an existing run folder.")] = False,
+                                                   "published detector (`fcos weights`): their model, targets and "
+                                                   "image size unless given; other classes are fine.",
+                                                   callback=weights_option, rich_help_panel=MODEL)] = None,
+    epochs: Annotated[Optional[int], _opt("train.epochs", "Training epochs.", OPTIM, callback=positive("--epochs"))
+                      ] = None,
+    batch_size: Annotated[Optional[int], _opt("train.batch_size", "Images per step.", OPTIM,
+                                              callback=positive("--batch-size"))] = None,
+    optimizer: Annotated[Optional[OptimizerName], _opt("train.optimizer", "Optimizer.", OPTIM)] = None,
+    lr: Annotated[Optional[float], _opt("train.lr", "Peak learning rate.", OPTIM, auto="0.01 sgd, 0.001 adamw",
+                                        callback=positive("--lr"))] = None,
+    warmup_steps: Annotated[Optional[int], _opt("train.warmup_steps", "Linear warm-up steps (at most a third of "
+                                                "training).", OPTIM, callback=valid_if(lambda v: v >= 0, "0 or more"))] = None,
+    schedule: Annotated[Optional[ScheduleName], _opt("train.schedule", "cosine, or step (x0.1 at 2/3 and 8/9).",
+                                                     OPTIM)] = None,
+    grad_clip: Annotated[Optional[float], _opt("train.grad_clip", "Max gradient norm; 0 turns clipping off.", OPTIM,
+                                               callback=valid_if(lambda v: v >= 0, "0 or more"))] = None,
+    backbone_lr_mult: Annotated[Optional[float], _opt("model.backbone.lr_mult", "Backbone learning rate = lr x this.",
+                                                      OPTIM, callback=positive("--backbone-lr-mult"))] = None,
+    ema: Annotated[Optional[bool], _opt("train.ema", "Keep an EMA of the weights and evaluate/save it.", OPTIM,
+                                        "--ema", flag=True)] = None,
+    seed: Annotated[Optional[int], _opt("train.seed", "Random seed.", OPTIM)] = None,
+    eval_interval: Annotated[Optional[int], _opt("train.eval_interval", "Validate every N epochs (and after the "
+                                                 "last).", OPTIM, callback=positive("--eval-interval"))] = None,
+    config: Annotated[Optional[list[Path]], typer.Option("--config", metavar="FILE", help="YAML or JSON config (the schema `fcos "
+                                                         "config` prints; partial files welcome), after --size and "
+                                                         "--weights.", exists=True, dir_okay=False,
+                                                         rich_help_panel=OPTIM)] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", metavar="KEY=VALUE", help="section.field=value for any config field "
+                                                      "(repeatable), e.g. --set train.weight_decay=5e-5; after "
+                                                      "--config, before the flags.", rich_help_panel=OPTIM)] = None,
+    resume: Annotated[Optional[Path], typer.Option(help="Continue a run from its last.safetensors.", exists=True,
+                                                   dir_okay=False, rich_help_panel=OUTPUT)] = None,
+    project: Annotated[str, typer.Option(help="Parent folder of runs.", rich_help_panel=OUTPUT)] = "runs/train",
+    name: Annotated[str, typer.Option(help="Run name (numbered exp, exp2, ... when taken).", rich_help_panel=OUTPUT)
+                    ] = "exp",
+    exist_ok: Annotated[bool, typer.Option("--exist-ok", help="Reuse an existing run folder.", metavar="",
+                                           rich_help_panel=OUTPUT)] = False,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.", callback=device_option,
+                                        rich_help_panel=HARDWARE)] = "auto",
+    amp: Annotated[Optional[bool], _opt("train.amp", "Mixed precision: bf16 on CPU, fp16 on CUDA.", HARDWARE,
+                                        "--amp/--no-amp", "--half/--no-half")] = None,
+    compile: Annotated[Optional[bool], _opt("train.compile", "torch.compile the model (the first steps are slow).",
+                                            HARDWARE, "--compile", flag=True)] = None,
+    workers: Annotated[Optional[int], _opt("train.workers", "Data-loading processes (0: the main process).", HARDWARE,
+                                           callback=valid_if(lambda v: v >= 0, "0 or more"))] = None,
 ) -> None:
     """Train an FCOS detector; writes last/best.safetensors, metrics.csv and curves.png under PROJECT/NAME."""
-    from . import checkpoint
-    from .config import preset as make_preset
-    from .data import open_data
-    from .engine.common import resolve_device
-    from .engine.distributed import close_distributed, init_distributed
-    from .config import resolve_pretrained
-    from .engine.train import TrainingInterrupted, finetune_model, train
-    from .model.backbone import check_backbone_name
+    from .config import assemble
 
     given = given_options(ctx)
     if resume:  # everything comes from the run's own config
-        ignored = [flag for name, flag in given.items() if name not in _RESUME_OPTIONS]
+        ignored = [flag for option, flag in given.items() if option not in _RESUME_OPTIONS]
         if ignored:
             raise typer.BadParameter(f"a resumed run keeps its own config; drop {', '.join(ignored)} (only "
                                      f"--device, --workers and --compile may change)", param_hint="--resume")
     if weights and not resume and (pretrained or pretrained_file):
         raise typer.BadParameter("the detector's weights replace the backbone's; drop --pretrained and "
                                  "--pretrained-file", param_hint="--weights")
+    flags = {TRAIN_FLAGS[option]: str(value) if isinstance(value, Path) else value
+             for option, value in ctx.params.items() if option in TRAIN_FLAGS and option in given}
+    if resume or weights:
+        from .checkpoint import read_metadata
+    weights_path = call(resolve_weights, weights) if weights and not resume else None
+    source = call(read_metadata, weights_path)[0] if weights_path else None
+    cfg = (call(read_metadata, resume)[0] if resume
+           else call(assemble, preset or "improved", size, source, config or (), set_ or (), flags))
+    for key, value in flags.items() if resume else ():  # --workers, --compile: how it runs on
+        set_value(cfg, key, value)
+    _train(cfg, weights_path, resume, device, project, name, exist_ok)
+
+
+def _train(cfg, weights: Path | None, resume: Path | None, device: str, project: str, name: str,
+           exist_ok: bool) -> None:
+    """Open the data, build the model (before any run folder: a failed download leaves nothing), train, report."""
+    from .engine.common import resolve_device
+    from .engine.distributed import close_distributed, init_distributed
+    from .engine.train import TrainingInterrupted, finetune_model, train
+    from .data import open_data
+    from .model.backbone import check_backbone_name
+
+    call(check_backbone_name, cfg.model.backbone.name)  # before any data is read
     dev = call(resolve_device, device)
     ranks, dev = call(init_distributed, dev)  # under torchrun: this process's rank and device
     if not ranks.is_main:  # rank 0 speaks for all
         console.quiet = err_console.quiet = True
-    model = None
-    if resume:
-        cfg = call(checkpoint.read_metadata, resume)[0]
-        cfg.train.compile = compile
-        if "workers" in given:
-            cfg.train.workers = workers
-        run_dir = Path(resume).parent
-    else:
-        cfg = call(make_preset, preset)
-        if optimizer not in ("sgd", "adamw"):
-            raise typer.BadParameter("expected sgd or adamw", param_hint="--optimizer")
-        if schedule not in ("cosine", "step"):
-            raise typer.BadParameter("expected cosine or step", param_hint="--schedule")
-        # Fine-tuning: the weights' model, targets, loss, postprocessing and image size, unless given here.
-        weights = call(resolve_weights, weights) if weights else None
-        source = call(checkpoint.read_metadata, weights)[0] if weights else None
-        if source is not None and "preset" not in given:
-            cfg.model, cfg.targets, cfg.loss, cfg.post, cfg.preset = (source.model, source.targets, source.loss,
-                                                                       source.post, source.preset)
-        m, t, d = cfg.model, cfg.train, cfg.data
-        if source is not None and backbone is None:
-            backbone = source.model.backbone.name
-        m.backbone.name = backbone or "resnet50"
-        call(check_backbone_name, m.backbone.name)  # before any data is read or run folder made
-        if source is None:  # fine-tuning keeps the record of where the source's backbone started
-            m.backbone.pretrained, m.backbone.pretrained_file = pretrained, str(pretrained_file) if pretrained_file else None
-        m.backbone.freeze_stages, m.backbone.freeze_bn = freeze_stages, freeze_bn  # None: the rule for the start
-        m.backbone.lr_mult = backbone_lr_mult
-        if source is None or "fpn_channels" in given:
-            m.fpn.out_channels = fpn_channels
-            m.head.num_groups = min(m.head.num_groups, max(fpn_channels // 2, 1))  # GroupNorm: 2+ values at 1x1
-        if source is None or "head_convs" in given:
-            m.head.num_convs = head_convs
-        if size_ranges:
-            cfg.targets.size_ranges = parse_size_ranges(size_ranges, len(cfg.model.fpn.levels))
-        t.epochs, t.batch_size, t.optimizer, t.seed, t.workers = epochs, batch_size, optimizer, seed, workers
-        t.amp, t.ema, t.warmup_steps, t.schedule, t.grad_clip = amp, ema, warmup_steps, schedule, grad_clip
-        t.eval_interval, t.compile = eval_interval, compile
-        if multi_scale:
-            d.multi_scale = parse_int_list(multi_scale, "--multi-scale")
-        t.lr = lr if lr is not None else (0.01 if optimizer == "sgd" else 0.001)
-        d.train, d.val, d.val_fraction, d.images = data, val_data, val_fraction, images
-        d.img_size = source.data.img_size if source is not None and "img_size" not in given else img_size
-        run_dir = None
     with ranks.main_first():  # rank 0 writes the demo cache before the others read it
         train_index, val_index = call(open_data, cfg.data.train, cfg.data.val, cfg.data.val_fraction,
                                       cfg.train.seed, cfg.data.images)
     report_data(train_index, val_index)
-    if weights and not resume:
-        model, report = call(finetune_model, Path(weights), cfg, train_index.class_names)
+    model = None
+    if weights is not None:
+        model, report = call(finetune_model, weights, cfg, train_index.class_names)
         for line in report:
             console.print(line, highlight=False)
-    elif not resume:  # built here, before any run folder, so that a missing download stops cleanly
+    elif resume is None:
         import torch
 
+        from .config import resolve
         from .model import build_model
 
-        why = ("" if resolve_pretrained(cfg) or pretrained_file else " (--no-pretrained)" if pretrained is False
-               else " (the demo data trains from scratch; --pretrained loads timm's weights)")
+        bc = call(resolve, cfg).model.backbone
+        why = ("" if bc.pretrained or bc.pretrained_file else " (the demo data trains from scratch; --pretrained loads "
+               "timm's weights)" if cfg.data.train == "demo" else " (--no-pretrained)")
         torch.manual_seed(cfg.train.seed)
         cfg.model.num_classes = len(train_index.class_names)
         with ranks.main_first():  # one download, then the others read the cache
             model = call(build_model, cfg.model)
-        console.print(f"backbone {cfg.model.backbone.name}: {model.backbone.start}{why}", highlight=False,
-                      soft_wrap=True)
+        console.print(f"backbone {bc.name}: {model.backbone.start}{why}", highlight=False, soft_wrap=True)
     if model is not None:
         report = model.backbone.load_report
         for line in [*(report.lines() if report else []), *(f"frozen: {f}" for f in model.backbone.frozen)]:
             console.print(line, highlight=False)
-    run_dir = run_dir or ranks.share(run_dir_for(project, name, exist_ok) if ranks.is_main else None)
+    run_dir = resume.parent if resume else ranks.share(run_dir_for(project, name, exist_ok) if ranks.is_main else None)
     console.print(f"training on {len(train_index.records)} images ({', '.join(train_index.class_names)}), "
                   f"validating on {len(val_index.records) if val_index else 0}, device {dev}, run {run_dir}")
     try:
         result = call(train, cfg, train_index, val_index, run_dir, dev, model=model, console=console,
-                      resume=Path(resume) if resume else None, ranks=ranks)
+                      resume=resume, ranks=ranks)
     except TrainingInterrupted as stop:
         err_console.print(f"[yellow]{stop}[/yellow]; continue with: fcos train --resume {stop.last}",
                           highlight=False, soft_wrap=True)
@@ -252,7 +303,7 @@ def train_cmd(
 @app.command("backbones")
 def backbones_cmd(
     pattern: Annotated[Optional[str], typer.Argument(help="timm name pattern, e.g. 'convnext*'; a plain word "
-                                                     "matches anywhere in the name (default: all models).")] = None,
+                                                     "matches anywhere in the name \\[default: all models].")] = None,
     limit: Annotated[int, typer.Option(help="Probe at most this many matching models (0.1-0.3 s each: built and "
                                            "run on the meta device, no weights); 0 probes them all.", min=0)] = 30,
     all_models: Annotated[bool, typer.Option("--all", help="Also list the models that cannot work, and why.")
@@ -316,12 +367,13 @@ def eval_cmd(
     weights: Annotated[Optional[str], typer.Option("--weights", "-w", help=WEIGHTS_HELP, callback=weights_option)
                        ] = None,
     data: Annotated[str, typer.Option(help="COCO .json, YOLO data.yaml, or 'demo' (its val split).")] = "demo",
-    images: Annotated[Optional[str], typer.Option(help="Image folder of a COCO file (default: beside it).")] = None,
+    images: Annotated[Optional[str], typer.Option(help="Image folder of a COCO file \\[default: beside it].")] = None,
     batch_size: Annotated[int, typer.Option(help="Images per batch.", callback=positive("--batch-size"))] = 8,
-    img_size: Annotated[Optional[int], typer.Option(help="Longest side [default: the weights' training size].",
+    img_size: Annotated[Optional[int], typer.Option(help="Longest side \\[default: the weights' training size].",
                                                     callback=positive("--img-size"))] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.", callback=device_option)] = "auto",
-    half: Annotated[bool, typer.Option(help="Half precision: fp16 on CUDA, bf16 on CPU.")] = False,
+    half: Annotated[bool, typer.Option("--half/--no-half", "--amp/--no-amp",
+                                       help="Half precision: fp16 on CUDA, bf16 on CPU.")] = False,
     fp32: Annotated[bool, typer.Option("--fp32", help="Float32 throughout (default on a CPU with bf16: bf16 "
                                        "network, float32 decoding and NMS).")] = False,
     compile: Annotated[bool, typer.Option("--compile", help="torch.compile the model (slow first batch).")] = False,
@@ -362,23 +414,25 @@ def eval_cmd(
 def predict_cmd(
     source: Annotated[str, typer.Argument(help="An image, a folder (searched recursively) or a glob.")],
     weights: Annotated[Optional[str], typer.Option("--weights", "-w", help="Weights file, a published detector "
-                                                  "(`fcos weights`), or an ONNX file from `fcos export` [default: "
+                                                  "(`fcos weights`), or an ONNX file from `fcos export` \\[default: "
                                                   "newest runs/train/*/best.safetensors].", callback=weights_option)
                        ] = None,
     conf: Annotated[float, typer.Option(help="Lowest score drawn and written.", min=0.0, max=1.0)] = 0.25,
-    iou: Annotated[Optional[float], typer.Option(help="NMS IoU threshold [default: the weights' config].",
+    iou: Annotated[Optional[float], typer.Option(help="NMS IoU threshold \\[default: the weights' config].",
                                                  min=0.0, max=1.0)] = None,
-    max_det: Annotated[Optional[int], typer.Option(help="Detections per image [default: the weights' config].",
+    max_det: Annotated[Optional[int], typer.Option(help="Detections per image \\[default: the weights' config].",
                                                    callback=positive("--max-det"))] = None,
-    img_size: Annotated[Optional[int], typer.Option(help="Longest side [default: the weights' training size].",
+    img_size: Annotated[Optional[int], typer.Option(help="Longest side \\[default: the weights' training size].",
                                                     callback=positive("--img-size"))] = None,
     batch_size: Annotated[int, typer.Option(help="Images per batch.", callback=positive("--batch-size"))] = 8,
-    half: Annotated[bool, typer.Option(help="Half precision: fp16 on CUDA, bf16 on CPU.")] = False,
+    half: Annotated[bool, typer.Option("--half/--no-half", "--amp/--no-amp",
+                                       help="Half precision: fp16 on CUDA, bf16 on CPU.")] = False,
     fp32: Annotated[bool, typer.Option("--fp32", help="Float32 throughout (default on a CPU with bf16: bf16 "
                                        "network, float32 decoding and NMS).")] = False,
     compile: Annotated[bool, typer.Option("--compile", help="torch.compile the model (slow first batch).")] = False,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.", callback=device_option)] = "auto",
-    save_images: Annotated[bool, typer.Option(help="Write annotated images.")] = True,
+    save_images: Annotated[bool, typer.Option("--save-images/--no-save-images", "--draw/--no-draw",
+                                              help="Write annotated images.")] = True,
     project: Annotated[str, typer.Option(help="Parent folder of prediction runs.")] = "runs/predict",
     name: Annotated[str, typer.Option(help="Output folder name (numbered when taken).")] = "exp",
 ) -> None:
@@ -441,17 +495,18 @@ def predict_cmd(
 @app.command("inspect-targets")
 def inspect_targets_cmd(
     data: Annotated[str, typer.Option(help="COCO .json, YOLO data.yaml, or 'demo'.")] = "demo",
-    preset: Annotated[str, typer.Option(help="paper, improved or torchvision (ignored with --weights).")] = "improved",
+    preset: Annotated[PresetName, typer.Option(help="FCOS variant (ignored with --weights).")] = "improved",
     weights: Annotated[Optional[str], typer.Option("--weights", "-w", help="Take the settings of these weights "
                                                   "(a file or a published detector).", callback=weights_option)] = None,
-    img_size: Annotated[Optional[int], typer.Option(help="Longest side [default: the weights' size, else 800].",
+    img_size: Annotated[Optional[int], typer.Option(help="Longest side \\[default: the weights' size, else 800].",
                                                     callback=positive("--img-size"))] = None,
     size_ranges: Annotated[Optional[str], typer.Option(help="Level boundaries m_1..m_4, e.g. 64,128,256,512.")] = None,
     center_sampling_radius: Annotated[Optional[float], typer.Option(help="In strides; 0 turns it off.", min=0.0)] = None,
     num_images: Annotated[int, typer.Option(help="Images to explain.", callback=positive("--num-images"))] = 4,
-    split: Annotated[str, typer.Option(help="Split of the data: train or val.",
-                                       callback=valid_if(lambda v: v in ("train", "val"), "train or val"))] = "train",
-    draw: Annotated[bool, typer.Option(help="Write one overlay PNG per image and level.")] = True,
+    split: Annotated[Literal["train", "val"], typer.Option(help="Split of the data.")] = "train",
+    images: Annotated[Optional[str], typer.Option(help="Image folder of a COCO file \\[default: beside it].")] = None,
+    draw: Annotated[bool, typer.Option("--draw/--no-draw", "--save-images/--no-save-images",
+                                       help="Write one overlay PNG per image and level.")] = True,
     project: Annotated[str, typer.Option(help="Parent folder of inspections.")] = "runs/inspect",
     name: Annotated[str, typer.Option(help="Output folder name (numbered when taken).")] = "exp",
 ) -> None:
@@ -473,7 +528,7 @@ def inspect_targets_cmd(
         cfg.targets.size_ranges = parse_size_ranges(size_ranges, len(cfg.model.fpn.levels))
     if center_sampling_radius is not None:
         cfg.targets.center_sampling_radius = center_sampling_radius
-    index = call(open_split, data, split)
+    index = call(open_split, data, split, images)
     report_data(index)
     cfg.model.num_classes = len(index.class_names)
     out = run_dir_for(project, name)
@@ -500,22 +555,19 @@ def inspect_targets_cmd(
 def import_weights_cmd(
     source: Annotated[Path, typer.Argument(help="A .pth checkpoint of a COCO-trained FCOS (state dict, or one "
                                            "under 'state_dict'/'model').", exists=True, dir_okay=False)],
-    from_: Annotated[str, typer.Option("--from", help="Who trained it: torchvision, mmdet or fcos-original "
-                                       "(tianzhi0549/FCOS).")],
-    output: Annotated[Optional[Path], typer.Option(help="Output weights (default: SOURCE with the suffix .safetensors).")] = None,
-    variant: Annotated[str, typer.Option(help="mmdet / fcos-original: paper, or improved (imprv / 'tricks': "
+    from_: Annotated[Literal["torchvision", "mmdet", "fcos-original"], typer.Option(
+        "--from", help="Who trained it (fcos-original: tianzhi0549/FCOS).")],
+    output: Annotated[Optional[Path], typer.Option(help="Output weights \\[default: SOURCE with the suffix .safetensors].")] = None,
+    variant: Annotated[Literal["auto", "paper", "improved"], typer.Option(help="mmdet / fcos-original: paper, or "
+                                         "improved (imprv / 'tricks': "
                                          "center-ness on the regression tower, normalised boxes). auto reads the "
                                          "mmdet config in the file, else the file name, else paper.")] = "auto",
     allow_partial: Annotated[bool, typer.Option(help="Write even with source tensors left over or tensors of ours "
                                                 "unfilled (those keep their random init).")] = False,
 ) -> None:
     """Convert a COCO-trained FCOS (torchvision, mmdetection, original FCOS) into fcos_cli weights for predict/eval."""
-    from .import_weights import SOURCES, VARIANTS, import_weights
+    from .import_weights import import_weights
 
-    if from_ not in SOURCES:
-        raise typer.BadParameter(f"expected one of {', '.join(SOURCES)}", param_hint="--from")
-    if variant not in VARIANTS:
-        raise typer.BadParameter(f"expected one of {', '.join(VARIANTS)}", param_hint="--variant")
     report = call(import_weights, source, from_, output, variant, allow_partial)
     for src, ours, shape in report.used:
         console.print(f"  used      {src} -> {ours} {list(shape)}", highlight=False, soft_wrap=True)
@@ -572,11 +624,12 @@ def weights_cmd(
 def export_cmd(
     weights: Annotated[Optional[str], typer.Option("--weights", "-w", help=WEIGHTS_HELP, callback=weights_option)
                        ] = None,
-    format: Annotated[str, typer.Option("--format", help="onnx (postprocess inside) or safetensors.")] = "onnx",
+    format: Annotated[Literal["onnx", "safetensors"], typer.Option("--format", help="onnx (postprocess inside) or "
+                                                                  "safetensors.")] = "onnx",
     output: Annotated[Optional[Path], typer.Option(help="Output file \\[default: beside the weights; for a published "
                                                    "detector, in the current folder].")] = None,
     half: Annotated[bool, typer.Option(help="safetensors: store fp16 weights.")] = False,
-    img_size: Annotated[Optional[int], typer.Option(help="Sample size for the export check [default: the weights'].",
+    img_size: Annotated[Optional[int], typer.Option(help="Sample size for the export check \\[default: the weights'].",
                                                     callback=positive("--img-size"))] = None,
 ) -> None:
     """Export a detector: ONNX with NMS inside (checked against PyTorch with onnxruntime), or fp16 safetensors."""
@@ -584,8 +637,6 @@ def export_cmd(
 
     from . import checkpoint
 
-    if format not in ("onnx", "safetensors"):
-        raise typer.BadParameter("expected onnx or safetensors", param_hint="--format")
     path = call(resolve_weights, weights) if weights else call(default_weights)
     model, cfg, class_names = call(checkpoint.load, path)
     beside = Path(path.name) if weights and is_detector_name(weights) else path  # not inside the cache

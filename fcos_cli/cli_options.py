@@ -10,11 +10,19 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
-from typer.core import TyperGroup
+from typer.core import TyperGroup, TyperOption
 
 from .errors import UserError, one_line
 from .zoo import check_detector_name, is_detector_name, resolve_weights  # noqa: F401 - resolve_weights for cli.py
 
+def _no_flag_type(display_type_rich):
+    """Typer shows `<bool>` after plain flags (`--help <bool>`), which invites `--compile=false`: show nothing."""
+    def display(self, ctx):
+        return None if self.is_flag else display_type_rich(self, ctx)
+    return display
+
+
+TyperOption.display_type_rich = _no_flag_type(TyperOption.display_type_rich)
 console = Console()
 err_console = Console(stderr=True)
 state = {"debug": False}
@@ -98,6 +106,19 @@ def weights_option(value: str | None) -> str | None:
     elif Path(value).is_dir():
         raise typer.BadParameter(f"file {value!r} is a directory.")
     return value
+
+
+def numbers_option(increasing: bool = False):
+    """An option callback for comma-separated positive whole numbers (sizes, size ranges), checked up front."""
+    def check(value: str | None) -> str | None:
+        if value is not None:
+            values = [v.strip() for v in value.split(",")]
+            if not all(v.isdigit() and int(v) > 0 for v in values):
+                raise typer.BadParameter(f"expected comma-separated positive whole numbers, got {value!r}")
+            if increasing and any(int(b) <= int(a) for a, b in zip(values, values[1:])):
+                raise typer.BadParameter(f"boundaries must increase, got {value!r}")
+        return value
+    return check
 
 
 def parse_int_list(text: str, flag: str) -> tuple[int, ...]:

@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import difflib
 import json
+import math
 import types
 import typing
 from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from .errors import UserError
+from .errors import UserError, one_line
 
 __all__ = [
     "BackboneConfig", "FPNConfig", "HeadConfig", "ModelConfig", "TargetsConfig", "LossConfig",
-    "PostprocessConfig", "DataConfig", "TrainConfig", "FCOSConfig", "PRESETS", "preset", "resolve_pretrained",
+    "PostprocessConfig", "DataConfig", "TrainConfig", "FCOSConfig", "PRESETS", "preset", "SIZES", "apply_size",
+    "level_size_ranges", "group_count", "resolve", "set_value", "merge", "assemble", "config_keys", "parse_set",
+    "read_config_file", "learning_rate",
     "to_dict", "from_dict", "load_config", "CONFIG_VERSION",
 ]
 
@@ -49,7 +55,7 @@ class FPNConfig:
 class HeadConfig:
     num_convs: int = 4
     norm: Literal["group", "none"] = "group"
-    num_groups: int = 32
+    num_groups: int | None = None  # GroupNorm groups; None: 32, fewer for a narrow FPN (2+ channels a group)
     prior_prob: float = 0.01
     box_activation: Literal["exp", "relu"] = "relu"  # exp(s*x) in the paper, relu(s*x) improved
     learnable_scale: bool = True  # one learnable scalar s_i per level (torchvision has none)
@@ -75,7 +81,9 @@ class ModelConfig:
 
 @dataclass
 class TargetsConfig:
-    size_ranges: tuple[float, ...] = (64, 128, 256, 512)  # m_1..m_{L-1}; m_0 = 0 and m_L = inf
+    # m_1..m_{L-1} (m_0 = 0, m_L = inf); None follows the image size: the paper's 64, 128, 256, 512 from 453 to
+    # 905 px, halved or doubled per halving or doubling of the image side (`level_size_ranges`).
+    size_ranges: tuple[float, ...] | None = None
     inclusive_size_ranges: bool = True  # m_{i-1} <= max(ltrb) <= m_i (paper); torchvision is strict
     center_sampling_radius: float = 1.5  # in strides; 0 turns center sampling off
     point_offset: float = 0.5  # point of cell i at (i + offset) * stride: 0.5 cell centre, 0 torchvision
@@ -121,7 +129,7 @@ class TrainConfig:
     epochs: int = 12
     batch_size: int = 8
     optimizer: Literal["sgd", "adamw"] = "sgd"
-    lr: float = 0.01
+    lr: float | None = None  # None: 0.01 for sgd, 0.001 for adamw
     momentum: float = 0.9
     weight_decay: float = 1e-4
     warmup_steps: int = 500
@@ -166,7 +174,7 @@ def _torchvision() -> FCOSConfig:
     cfg = FCOSConfig(preset="torchvision")
     cfg.model.head.learnable_scale = False
     cfg.targets = TargetsConfig(
-        inclusive_size_ranges=False, point_offset=0.0, point_spacing="torchvision",
+        size_ranges=(64, 128, 256, 512), inclusive_size_ranges=False, point_offset=0.0, point_spacing="torchvision",
         torchvision_area_rounding=True,
     )
     cfg.loss.box_loss_norm = "num_pos"
@@ -184,33 +192,132 @@ def preset(name: str) -> FCOSConfig:
     return PRESETS[name]()
 
 
-def resolve_pretrained(cfg: FCOSConfig) -> bool:
-    """Fill `model.backbone.pretrained` when it is None: timm's pretrained weights for every dataset but the
-    built-in demo, which trains from scratch so that it runs offline."""
-    bc = cfg.model.backbone
+# ---- size profiles: a model and the recipe that fits it ----------------------------------------------------------
+
+SIZE_FIELDS = ("model.backbone.name", "model.fpn.out_channels", "model.head.num_convs", "data.img_size",
+               "train.optimizer", "train.lr", "train.warmup_steps", "train.epochs")
+SIZES: dict[str, tuple] = {  # values of SIZE_FIELDS
+    # 2 CPU cores, about 4.5 minutes on the demo data (the Quickstart): mAP50 about 0.58
+    "n": ("regnetx_002", 64, 2, 320, "adamw", 0.003, 50, 32),
+    "s": ("resnet18", 128, 3, 512, "adamw", 0.001, 300, 24),
+    "m": ("resnet50", 256, 4, 640, "sgd", 0.01, 500, 12),  # the presets' own defaults
+    "l": ("resnet50", 256, 4, 1333, "sgd", 0.01, 500, 12),  # the paper's R-50 1x (longest side 1333)
+}
+
+
+def apply_size(cfg: FCOSConfig, size: str) -> FCOSConfig:
+    """Set the fields of size profile `size` (n, s, m, l) on `cfg`."""
+    if size not in SIZES:
+        raise UserError(f"unknown size {size!r} (choose from {', '.join(SIZES)})")
+    for key, value in zip(SIZE_FIELDS, SIZES[size]):
+        set_value(cfg, key, value)
+    return cfg
+
+
+# ---- defaults that depend on other fields --------------------------------------------------------------------
+
+REFERENCE_SIDE = 640  # the paper's ranges 64..512 fit images whose side is within a factor sqrt(2) of this
+
+
+def level_size_ranges(cfg: FCOSConfig) -> tuple[float, ...]:
+    """`targets.size_ranges`, or when None the rule: (64, 128, 256, 512) x 2**round(log2(img_size / 640)),
+    one boundary between each two levels (the FCOS paper's ranges at its 800 px scale, kept in proportion)."""
+    num_levels = len(cfg.model.fpn.levels)
+    if cfg.targets.size_ranges is not None:
+        ranges = tuple(cfg.targets.size_ranges)
+        if len(ranges) != num_levels - 1 or any(b <= a for a, b in zip(ranges, ranges[1:])):
+            raise UserError(f"targets.size_ranges {list(ranges)}: expected {num_levels - 1} increasing boundaries for "
+                            f"{num_levels} levels, e.g. 64,128,256,512")
+        return ranges
+    scale = 2.0 ** round(math.log2(cfg.data.img_size / REFERENCE_SIDE))
+    return tuple(64.0 * 2**i * scale for i in range(num_levels - 1))
+
+
+def learning_rate(train: TrainConfig) -> float:
+    """`train.lr`, or the optimizer's usual peak rate when None: 0.01 for SGD, 0.001 for AdamW."""
+    return train.lr if train.lr is not None else 0.01 if train.optimizer == "sgd" else 0.001
+
+
+def group_count(channels: int, num_groups: int | None) -> int:
+    """GroupNorm groups: as given, else 32, or channels // 2 for a narrow FPN (1-channel groups on 1x1 maps
+    normalise every value to zero)."""
+    return num_groups if num_groups is not None else max(1, min(32, channels // 2))
+
+
+def resolve(cfg: FCOSConfig) -> FCOSConfig:
+    """Fill the fields left None with what they mean for this config (the values a run records):
+    pretrained (timm's weights for every dataset but the built-in demo, which trains from scratch offline),
+    the learning rate of the optimizer, GroupNorm groups, and the size ranges of the image size."""
+    bc, t = cfg.model.backbone, cfg.train
     if bc.pretrained is None:
         bc.pretrained = cfg.data.train != "demo"
-    return bc.pretrained
+    t.lr = learning_rate(t)
+    cfg.model.head.num_groups = group_count(cfg.model.fpn.out_channels, cfg.model.head.num_groups)
+    cfg.targets.size_ranges = level_size_ranges(cfg)
+    return cfg
 
 
 def to_dict(cfg: FCOSConfig) -> dict[str, Any]:
     return asdict(cfg)
 
 
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
 def _convert(tp: Any, value: Any, where: str) -> Any:
+    """`value` as a field of type `tp`, or a UserError naming the key `where` and what it expects."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        return _convert(next(a for a in args if a is not type(None)), value, where)
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
-            raise UserError(f"config {where}: expected a mapping, got {value!r}")
+            raise UserError(f"config {where}: expected a mapping of its fields, got {value!r}")
         return _from_dict(tp, value, where)
-    origin = typing.get_origin(tp)
-    if origin is tuple and isinstance(value, (list, tuple)):
-        return tuple(value)
-    if origin in (typing.Union, types.UnionType) and value is not None:
-        inner = [a for a in typing.get_args(tp) if a is not type(None)]
-        return _convert(inner[0], value, where)
-    if origin is Literal and value not in typing.get_args(tp):
-        raise UserError(f"config {where}: {value!r} is not one of {typing.get_args(tp)}")
-    return value
+    if origin is Literal:
+        if value not in args:
+            raise UserError(f"config {where}: {value!r} is not one of {', '.join(map(str, args))}")
+        return value
+    if origin is tuple:
+        if isinstance(value, str):  # `--set targets.size_ranges=32,64,128,256`
+            value = [v.strip() for v in value.split(",")]
+        if not isinstance(value, (list, tuple)):
+            raise UserError(f"config {where}: expected a list, got {value!r}")
+        items = args[:1] * len(value) if len(args) == 2 and args[1] is Ellipsis else args
+        if len(items) != len(value):
+            raise UserError(f"config {where}: expected {len(items)} values, got {len(value)}")
+        return tuple(_convert(t, v, f"{where}[{i}]") for i, (t, v) in enumerate(zip(items, value)))
+    if tp is float and isinstance(value, str):  # YAML 1.1 reads 1e-3 as a string
+        try:
+            value = float(value)
+        except ValueError:
+            pass
+    if tp is int and isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        value = int(value)
+    ok = (isinstance(value, bool) if tp is bool else
+          isinstance(value, (int, float)) and not isinstance(value, bool) if tp is float else
+          isinstance(value, int) and not isinstance(value, bool) if tp is int else
+          isinstance(value, str) if tp is str else True)
+    if not ok:
+        raise UserError(f"config {where}: expected {_type_name(tp)}, got {value!r}")
+    return float(value) if tp is float else value
+
+
+def config_keys(cls: type = None, prefix: str = "") -> list[str]:
+    """Every field as a dotted key (`train.weight_decay`), the names `--set` takes."""
+    keys = []
+    for f in dataclasses.fields(cls or FCOSConfig):
+        tp = typing.get_type_hints(cls or FCOSConfig)[f.name]
+        keys += config_keys(tp, f"{prefix}{f.name}.") if dataclasses.is_dataclass(tp) else [f"{prefix}{f.name}"]
+    return keys
+
+
+def _unknown(key: str) -> UserError:
+    close = difflib.get_close_matches(key, config_keys(), n=3, cutoff=0.6)
+    hint = f"; did you mean {' or '.join(close)}?" if close else " (`fcos config` prints every key)"
+    return UserError(f"config key {key} does not exist{hint}")
 
 
 def _from_dict(cls: type, data: dict[str, Any], where: str) -> Any:
@@ -218,9 +325,99 @@ def _from_dict(cls: type, data: dict[str, Any], where: str) -> Any:
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
     if unknown:
-        raise UserError(f"config {where or 'root'}: unknown key(s) {', '.join(unknown)}")
+        errors = [str(_unknown(f"{where}.{key}".lstrip("."))) for key in unknown]
+        raise UserError("; ".join(errors))
     kwargs = {k: _convert(hints[k], v, f"{where}.{k}".lstrip(".")) for k, v in data.items()}
     return cls(**kwargs)
+
+
+def merge(obj: Any, data: dict[str, Any], where: str = "") -> Any:
+    """Set the fields a (partial) nested mapping names on the config `obj`, checking names and types."""
+    if not isinstance(data, dict):
+        raise UserError(f"config {where or 'file'}: expected a mapping of sections, got {type(data).__name__}")
+    hints = typing.get_type_hints(type(obj))
+    for key, value in data.items():
+        path = f"{where}.{key}".lstrip(".")
+        if key not in hints:
+            raise _unknown(path)
+        if key == "version" and not where:
+            if value != CONFIG_VERSION:
+                raise UserError(f"config version {value} is not supported (this fcos_cli reads {CONFIG_VERSION})")
+            continue
+        current = getattr(obj, key)
+        if dataclasses.is_dataclass(current) and isinstance(value, dict):
+            merge(current, value, path)
+        else:
+            setattr(obj, key, _convert(hints[key], value, path))
+    return obj
+
+
+def set_value(cfg: FCOSConfig, key: str, value: Any) -> FCOSConfig:
+    """One dotted field: `set_value(cfg, "train.lr", 0.003)`."""
+    *sections, name = key.split(".")
+    data: dict[str, Any] = {name: value}
+    for section in reversed(sections):
+        data = {section: data}
+    return merge(cfg, data)
+
+
+def parse_set(text: str) -> tuple[str, Any]:
+    """`section.field=value` (the value read as YAML: 0.003, true, null, [32, 64]) for `--set`."""
+    import yaml
+
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise UserError(f"--set {text!r}: expected section.field=value, e.g. train.lr=0.003")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    return key.strip(), value
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """A (partial) config as YAML or JSON: the schema `fcos config` prints and run folders keep in config.json."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as e:
+        raise UserError(f"cannot read config {path}: {one_line(str(e))}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"config {path}: expected a mapping of sections (model, train, ...)")
+    return data
+
+
+def assemble(preset_name: str = "improved", size: str | None = None, weights: FCOSConfig | None = None,
+             files: Sequence[str | Path] = (), sets: Sequence[str] = (), flags: dict[str, Any] | None = None,
+             ) -> FCOSConfig:
+    """The one way a training config is made, by the CLI and from Python alike. Later wins:
+
+    preset -> size profile -> weights (their model, targets, loss, postprocessing and image size; freezing back
+    to its rule for trained weights) -> config files -> `--set key=value` -> flags (dotted keys).
+    Without a size, the built-in demo data takes the CPU profile `n`. Fields left None are filled by `resolve`.
+    """
+    def build(profile: str | None) -> FCOSConfig:
+        cfg = preset(preset_name)
+        if profile is not None:
+            apply_size(cfg, profile)
+        if weights is not None:
+            cfg.model, cfg.targets, cfg.loss, cfg.post = (copy.deepcopy(getattr(weights, k))
+                                                          for k in ("model", "targets", "loss", "post"))
+            cfg.data.img_size = weights.data.img_size
+            cfg.model.backbone.freeze_stages = cfg.model.backbone.freeze_bn = None
+        for path in files:
+            merge(cfg, read_config_file(path))
+        for text in sets:
+            set_value(cfg, *parse_set(text))
+        for key, value in (flags or {}).items():
+            set_value(cfg, key, value)
+        return cfg
+
+    cfg = build(size)
+    if size is None and weights is None and cfg.data.train == "demo":
+        cfg = build("n")
+    return cfg
 
 
 def from_dict(data: dict[str, Any]) -> FCOSConfig:
@@ -234,8 +431,5 @@ def from_dict(data: dict[str, Any]) -> FCOSConfig:
 
 
 def load_config(path: str | Path) -> FCOSConfig:
-    try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise UserError(f"cannot read config {path}: {e}") from None
-    return from_dict(data)
+    """A whole config file (YAML or JSON) over the defaults."""
+    return merge(FCOSConfig(), read_config_file(path))

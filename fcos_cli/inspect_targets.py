@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from .atomic import atomic_write
-from .config import TargetsConfig
+from .config import TargetsConfig, level_size_ranges
 from .targets import Points, assign_targets, make_points, size_bounds
 
 __all__ = ["REASONS", "ImageExplanation", "explain_image", "feature_sizes", "summarize", "write_assignments",
@@ -185,6 +185,7 @@ def inspect_dataset(index, cfg, num_images: int, out: Path, draw: bool = True) -
     from .data.dataset import DetectionDataset
     from .data.transforms import build_transform
 
+    cfg.targets.size_ranges = level_size_ranges(cfg)  # the rule's values, for the chosen image size
     dataset = DetectionDataset(index.records[:num_images], build_transform(cfg.data.img_size, train=False))
     strides = [2**lvl for lvl in cfg.model.fpn.levels]
     variants = {

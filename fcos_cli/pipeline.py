@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from torch import Tensor
 
-from .config import FCOSConfig
+from .config import FCOSConfig, level_size_ranges
 from .losses import FCOSLosses, fcos_loss
 from .model.head import HeadOutputs
 from .postprocess import Detections, postprocess
@@ -23,7 +23,7 @@ def points_for(outputs: HeadOutputs, strides: list[int], cfg: FCOSConfig) -> Poi
 
 def targets_for(points: Points, gt_boxes: list[Tensor], gt_labels: list[Tensor], cfg: FCOSConfig) -> AssignedTargets:
     t = cfg.targets
-    return assign_targets(points, gt_boxes, gt_labels, cfg.model.num_classes, t.size_ranges,
+    return assign_targets(points, gt_boxes, gt_labels, cfg.model.num_classes, level_size_ranges(cfg),
                           t.inclusive_size_ranges, t.center_sampling_radius, t.torchvision_area_rounding)
 
 

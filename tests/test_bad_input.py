@@ -218,6 +218,13 @@ def _option(*argv: str, data: bool = False):
     return setup
 
 
+def _config_file(text: str):
+    def setup(tmp: Path, run: Path) -> list[str]:
+        (tmp / "run.yaml").write_text(text)
+        return ["train", "--config", str(tmp / "run.yaml")]
+    return setup
+
+
 def _project_is_a_file(tmp: Path, run: Path) -> list[str]:
     (tmp / "afile").write_text("x")
     return ["inspect-targets", "--data", str(write_coco(tmp)), "--no-draw", "--project", str(tmp / "afile")]
@@ -320,14 +327,23 @@ CASES = [
     ("multi-scale-zero", _option("train", "--multi-scale", "0,320", data=True), ["--multi-scale", "positive"]),
     ("center-sampling-radius-negative", _option("inspect-targets", "--center-sampling-radius", "-1"),
      ["--center-sampling-radius", "0"]),
-    ("split-unknown", _option("inspect-targets", "--split", "test"), ["--split", "train or val"]),
+    ("set-unknown-key", _option("train", "--set", "train.weight_dacay=0.1"),
+     ["train.weight_dacay", "did you mean train.weight_decay"]),
+    ("set-bad-value", _option("train", "--set", "train.epochs=many"), ["train.epochs", "expected int"]),
+    ("set-without-equals", _option("train", "--set", "train.epochs"), ["--set", "section.field=value"]),
+    ("config-file-bad-key", _config_file("model:\n  fpn:\n    out_chanels: 64\n"),
+     ["model.fpn.out_chanels", "did you mean model.fpn.out_channels"]),
+    ("config-file-not-a-mapping", _config_file("- just\n- a list\n"), ["run.yaml", "mapping"]),
+    ("config-file-broken-yaml", _config_file("model: [unclosed\n"), ["cannot read config", "run.yaml"]),
+    ("config-file-missing", _option("train", "--config", "{tmp}/absent.yaml"), ["--config", "absent.yaml"]),
+    ("split-unknown", _option("inspect-targets", "--split", "test"), ["--split", "'test' is not one of 'train', 'val'"]),
     ("preset-unknown", _option("train", "--preset", "fast"), ["'fast'", "preset"]),
-    ("optimizer-unknown", _option("train", "--optimizer", "adam", data=True), ["--optimizer", "sgd or adamw"]),
-    ("schedule-unknown", _option("train", "--schedule", "linear", data=True), ["--schedule", "cosine or step"]),
+    ("optimizer-unknown", _option("train", "--optimizer", "adam", data=True), ["--optimizer", "'adam' is not one of 'sgd', 'adamw'"]),
+    ("schedule-unknown", _option("train", "--schedule", "linear", data=True), ["--schedule", "'linear' is not one of 'cosine', 'step'"]),
     ("device-cuda-without-gpu", _option("eval", "-w", "{weights}", "--device", "cuda"), ["--device cuda", "no CUDA"]),
     ("device-unknown", _option("predict", "x.png", "--device", "gpu"), ["--device", "'gpu'", "cuda:N"]),
     ("export-format-unknown", _option("export", "-w", "{weights}", "--format", "tflite"),
-     ["--format", "onnx or safetensors"]),
+     ["--format", "'tflite' is not one of 'onnx', 'safetensors'"]),
     ("unknown-option", _option("train", "--epoch", "3"), ["--epoch", "--epochs"]),
     ("unknown-command", _option("trian"), ["'trian'", "'train'"]),
     ("demo-data-into-a-file", _demo_into_a_file, ["taken", "is a file"]),

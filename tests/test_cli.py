@@ -65,8 +65,8 @@ def test_unknown_preset_is_one_line_exit_2():
     assert result.exception is None or isinstance(result.exception, SystemExit)  # no crash
 
 
-def test_unknown_preset_with_debug_raises():
-    result = runner.invoke(app, ["--debug", "config", "--preset", "nope"])
+def test_user_error_with_debug_raises():
+    result = runner.invoke(app, ["--debug", "train", "--set", "train.nope=1"])
     assert result.exit_code != 0
     assert type(result.exception).__name__ == "UserError"
 

@@ -195,12 +195,16 @@ FIXTURES: dict[str, Callable[[Path], object]] = {
     "resnet50_tv.safetensors": lambda ws: _python_c(ws, next(
         line.text for line in doc_lines() if "resnet50_tv.safetensors')\"" in line.text)),
     "model.onnx": lambda ws: _fcos(ws, "export -w best.safetensors --output model.onnx"),
+    "run.json": lambda ws: _fcos(ws, "config --size s > run.json"),
 }
 
 
 def _fcos(ws: Path, line: str) -> None:
+    line, _, target = line.partition(" > ")  # `fcos config > run.json`: the output is the file
     result = CliRunner().invoke(_app(), shlex.split(line), prog_name="fcos")
     assert result.exit_code == 0, f"fixture `fcos {line}`:\n{result.output}"
+    if target:
+        (ws / target).write_text(result.stdout)
 
 
 def _python_c(ws: Path, line: str) -> None:
@@ -294,6 +298,9 @@ def test_doc_line_runs(line: Line, ws: Path) -> None:
             assert "Traceback" not in proc.stderr
             continue
         assert argv[0] == "fcos", part
+        if ">" in argv:  # a redirected command writes its output file, as the shell would
+            _fcos(ws, part.removeprefix("fcos "))
+            continue
         result = CliRunner().invoke(_app(), argv[1:] + _tiny(argv[1:]), prog_name="fcos")
         assert result.exit_code == 0, f"{line.source}: {part}\n{result.output[-3000:]}"
 

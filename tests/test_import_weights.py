@@ -400,4 +400,4 @@ def test_bad_files_fail_in_one_line(tmp_path: Path, make, reason: str) -> None:
 def test_unknown_source_is_a_bad_parameter(tmp_path: Path) -> None:
     _resnet18_classifier(tmp_path / "r.pth")
     result = _import(tmp_path / "r.pth", "--from", "detectron2")
-    assert result.exit_code == 2 and "torchvision, mmdet, fcos-original" in result.output
+    assert result.exit_code == 2 and "'torchvision', 'mmdet', 'fcos-original'" in result.output

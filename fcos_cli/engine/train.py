@@ -23,7 +23,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from .. import checkpoint
 from ..atomic import atomic_write
-from ..config import FCOSConfig, TrainConfig, resolve_pretrained, to_dict
+from ..config import FCOSConfig, TrainConfig, learning_rate, resolve, to_dict
 from ..data.records import DatasetIndex
 from ..errors import UserError
 from ..losses import FCOSLosses
@@ -63,15 +63,16 @@ def build_optimizer(model: torch.nn.Module, cfg: TrainConfig,
     backbone = getattr(model, "backbone", None)
     mult = backbone_lr_mult if backbone_lr_mult is not None else getattr(backbone, "lr_mult", 1.0)
     body = {id(p) for p in backbone.body.parameters()} if backbone is not None and mult != 1.0 else set()
+    lr = learning_rate(cfg)
     groups = []  # the rest first: param_groups[0]["lr"] stays the base rate that metrics.csv logs
     for lr_scale, in_body in ((1.0, False), (mult, True)) if body else ((1.0, False),):
         params = [p for p in model.parameters() if p.requires_grad and (id(p) in body) == in_body]
         groups += [{"params": [p for p in params if p.ndim > 1], "weight_decay": cfg.weight_decay,
-                    "lr": cfg.lr * lr_scale},
-                   {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0, "lr": cfg.lr * lr_scale}]
+                    "lr": lr * lr_scale},
+                   {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0, "lr": lr * lr_scale}]
     if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=cfg.lr)
-    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
+        return torch.optim.AdamW(groups, lr=lr)
+    return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum)
 
 
 def lr_factor(step: int, total: int, cfg: TrainConfig) -> float:
@@ -246,8 +247,8 @@ def train(cfg: FCOSConfig, train_index: DatasetIndex, val_index: DatasetIndex | 
     _seed_everything(tc.seed)
     class_names = train_index.class_names
     cfg.model.num_classes = len(class_names)
+    resolve(cfg)  # what the None fields mean here, recorded in config.json and the weights
     if model is None:
-        resolve_pretrained(cfg)
         model = build_model(cfg.model, load_pretrained=resume is None)  # a resumed run loads its own weights
     model = speed_up_training(model.to(device))  # channels_last: same names and results
     net = torch.nn.parallel.DistributedDataParallel(model) if ranks.enabled else model

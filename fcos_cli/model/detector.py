@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..config import ModelConfig
+from ..config import ModelConfig, group_count
 from ..errors import UserError
 from .backbone import Backbone
 from .fpn import FPN
@@ -54,6 +54,7 @@ def build_model(cfg: ModelConfig, load_pretrained: bool = True, backbone_trained
     levels = list(cfg.fpn.levels)
     if levels != list(range(levels[0], levels[0] + len(levels))) or not 1 <= levels[0] <= 5 or levels[-1] < 5:
         raise UserError(f"FPN levels must be consecutive, start at P1..P5 and reach P5 or above, got {levels}")
+    cfg.head.num_groups = group_count(cfg.fpn.out_channels, cfg.head.num_groups)
     if cfg.head.norm == "group" and cfg.fpn.out_channels % cfg.head.num_groups:
         raise UserError(f"FPN channels {cfg.fpn.out_channels} are not divisible by {cfg.head.num_groups} groups")
     if cfg.num_classes < 1:
