@@ -198,3 +198,6 @@ def print_metrics(result) -> None:
         per_class.add_row(name, "-" if ap != ap else f"{ap:.3f}")
     console.print(per_class)
     console.print(f"mAP {result.metrics['AP']:.3f}  mAP50 {result.metrics['AP50']:.3f}")
+    if result.num_unread:
+        console.print(f"{result.num_unread} image{'s' if result.num_unread > 1 else ''} could not be read: "
+                      f"scored as images without detections", highlight=False)

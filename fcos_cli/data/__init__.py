@@ -23,8 +23,8 @@ def open_split(data: str | Path, split: str = "train", images_dir: str | Path | 
 
     if split not in ("train", "val"):
         raise UserError(f"split {split!r}: expected train or val")
-    if str(data) == "demo":
-        return load_coco(ensure_demo_data() / f"{split}.json")
+    if str(data) == "demo":  # evaluated against boxes rebuilt from the records, as YOLO data
+        return replace(load_coco(ensure_demo_data() / f"{split}.json"), coco_file=None)
     path = Path(data)
     if not path.exists():
         raise UserError(f"{flag} {data}: no such file or directory (give a COCO .json, a YOLO data.yaml, or demo)")
@@ -57,7 +57,7 @@ def open_data(data: str | Path, val_data: str | Path | None = None, val_fraction
                             f"use a smaller fraction or --val-data")
         held = set(order[:num_val])
         val = replace(train, records=[r for i, r in enumerate(train.records) if i in held])
-        train = replace(train, records=[r for i, r in enumerate(train.records) if i not in held])
+        train = replace(train, records=[r for i, r in enumerate(train.records) if i not in held], unreadable_ids=[])
     if val is not None and val.class_names != train.class_names:
         raise UserError(f"validation classes {val.class_names} differ from training classes {train.class_names}")
     return train, val

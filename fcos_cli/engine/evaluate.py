@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,7 +23,8 @@ from ..postprocess import Detections
 from .common import loader
 from .predict import detect
 
-__all__ = ["EvalResult", "evaluate", "predict_results", "to_coco_results", "coco_metrics", "METRIC_NAMES"]
+__all__ = ["EvalResult", "evaluate", "predict_results", "to_coco_results", "coco_metrics", "ground_truth",
+           "eval_image_ids", "METRIC_NAMES"]
 
 METRIC_NAMES = ["AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl"]
 
@@ -33,6 +35,7 @@ class EvalResult:
     per_class_ap: dict[str, float]  # AP@[.5:.95] per class name (nan: class absent from the split)
     results: list[dict] = field(default_factory=list)  # COCO results format
     precision: np.ndarray | None = None  # (101, K) precision at IoU 0.5 over recall 0..1
+    num_unread: int = 0  # images of the file that could not be read, scored as images without detections
 
 
 def category_ids(index: DatasetIndex) -> list[int]:
@@ -69,7 +72,8 @@ def predict_results(model: FCOS, cfg: FCOSConfig, index: DatasetIndex, device: t
     return results, sizes
 
 
-def _ground_truth(index: DatasetIndex, sizes: dict[int, tuple[int, int]]) -> COCO:
+def _built_ground_truth(index: DatasetIndex, sizes: dict[int, tuple[int, int]]) -> COCO:
+    """YOLO and demo data: the records' boxes (no crowds; area = box area)."""
     ids = category_ids(index)
     images, annotations = [], []
     for record in index.records:
@@ -79,21 +83,60 @@ def _ground_truth(index: DatasetIndex, sizes: dict[int, tuple[int, int]]) -> COC
             w, h = box[2] - box[0], box[3] - box[1]
             annotations.append({"id": len(annotations) + 1, "image_id": record.image_id, "category_id": ids[label],
                                 "bbox": [box[0], box[1], w, h], "area": w * h, "iscrowd": 0})
+    return _indexed({"images": images, "annotations": annotations,
+                     "categories": [{"id": i, "name": n} for i, n in zip(ids, index.class_names)]})
+
+
+def _file_ground_truth(path: str) -> COCO:
+    """The COCO file as `COCO(path)` loads it, so that our figures are the official ones.
+
+    Only what pycocotools would crash on is filled in: a missing `iscrowd` (0), `area` (the box area) or
+    annotation `id`; annotations without a finite box (dropped when loading) are left out.
+    """
+    data = json.loads(Path(path).read_text())
+    used = {a["id"] for a in data["annotations"] if isinstance(a.get("id"), int)}
+    next_id = max(used, default=0) + 1
+    annotations = []
+    for ann in data["annotations"]:
+        box = ann["bbox"]
+        if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in box):
+            continue
+        ann = {"iscrowd": 0, "area": box[2] * box[3], **ann}
+        if not isinstance(ann.get("id"), int):
+            ann["id"], next_id = next_id, next_id + 1
+        annotations.append(ann)
+    return _indexed({**data, "annotations": annotations})
+
+
+def _indexed(dataset: dict) -> COCO:
     coco = COCO()
-    coco.dataset = {"images": images, "annotations": annotations,
-                    "categories": [{"id": i, "name": n} for i, n in zip(ids, index.class_names)]}
-    with contextlib.redirect_stdout(io.StringIO()):
+    coco.dataset = dataset
+    with contextlib.redirect_stdout(io.StringIO()):  # createIndex prints
         coco.createIndex()
     return coco
 
 
-def coco_metrics(index: DatasetIndex, results: list[dict], sizes: dict[int, tuple[int, int]] | None = None) -> EvalResult:
-    """pycocotools bbox metrics of `results` against the index's boxes; no detections gives AP 0."""
-    gt = _ground_truth(index, sizes or {})
+def ground_truth(index: DatasetIndex, sizes: dict[int, tuple[int, int]] | None = None) -> COCO:
+    """The ground truth a split is scored against: its COCO file, else boxes rebuilt from its records."""
+    return _file_ground_truth(index.coco_file) if index.coco_file else _built_ground_truth(index, sizes or {})
+
+
+def eval_image_ids(index: DatasetIndex) -> list[int]:
+    """Images scored: the split's records and the images of its file that could not be read (no detections)."""
+    return sorted({r.image_id for r in index.records} | set(index.unreadable_ids))
+
+
+def coco_metrics(index: DatasetIndex, results: list[dict], sizes: dict[int, tuple[int, int]] | None = None,
+                 gt: COCO | None = None) -> EvalResult:
+    """pycocotools bbox metrics of `results` against the split's ground truth; no detections gives AP 0."""
+    gt = gt or ground_truth(index, sizes)
+    num_unread = len(index.unreadable_ids)
     if not results:  # COCO.loadRes([]) raises
-        return EvalResult(dict.fromkeys(METRIC_NAMES, 0.0), dict.fromkeys(index.class_names, 0.0), [])
+        return EvalResult(dict.fromkeys(METRIC_NAMES, 0.0), dict.fromkeys(index.class_names, 0.0), [],
+                          num_unread=num_unread)
     with contextlib.redirect_stdout(io.StringIO()):
-        evaluator = COCOeval(gt, gt.loadRes(results), "bbox")
+        evaluator = COCOeval(gt, gt.loadRes([dict(r) for r in results]), "bbox")  # loadRes edits its input
+        evaluator.params.imgIds = eval_image_ids(index)
         evaluator.evaluate()
         evaluator.accumulate()
         evaluator.summarize()
@@ -103,7 +146,7 @@ def coco_metrics(index: DatasetIndex, results: list[dict], sizes: dict[int, tupl
         p = precision[:, :, k, 0, -1]
         per_class[name] = float(p[p > -1].mean()) if (p > -1).any() else float("nan")
     metrics = {name: max(float(v), 0.0) for name, v in zip(METRIC_NAMES, evaluator.stats)}
-    return EvalResult(metrics, per_class, results, precision[0, :, :, 0, -1])
+    return EvalResult(metrics, per_class, results, precision[0, :, :, 0, -1], num_unread)
 
 
 def evaluate(model: FCOS, cfg: FCOSConfig, index: DatasetIndex, device: torch.device, batch_size: int = 8,
