@@ -9,9 +9,9 @@ from typing import Annotated, Optional
 import typer
 
 from . import __version__
-from .cli_options import (OneLineErrors, call, console, default_weights, device_option, err_console, fail,
-                          given_options, output_file, parse_int_list, parse_size_pair, parse_size_ranges, positive,
-                          print_metrics, report_data, run_dir_for, state, valid_if, warn)
+from .cli_options import (OneLineErrors, call, console, default_weights, describe_size, device_option, err_console,
+                          fail, given_options, output_file, parse_int_list, parse_size_pair, parse_size_ranges,
+                          positive, print_metrics, report_data, run_dir_for, set_input_size, state, valid_if, warn)
 
 
 app = typer.Typer(help="FCOS object detection on any timm backbone.", no_args_is_help=True,
@@ -74,8 +74,11 @@ def train_cmd(
                                         "targets and loss unless given).")] = "improved",
     epochs: Annotated[int, typer.Option(help="Training epochs.", callback=positive("--epochs"))] = 12,
     batch_size: Annotated[int, typer.Option(help="Images per step.", callback=positive("--batch-size"))] = 8,
-    img_size: Annotated[int, typer.Option(help="Longest image side in pixels (with --weights: the weights').",
-                                        callback=positive("--img-size"))] = 640,
+    img_size: Annotated[int, typer.Option(help="Longest image side in pixels, or the short side with --max-size "
+                                        "(with --weights: the weights').", callback=positive("--img-size"))] = 640,
+    max_size: Annotated[Optional[int], typer.Option(help="Cap on the long side; makes --img-size the short side "
+                                                    "(COCO: --img-size 800 --max-size 1333; with --weights: the weights').",
+                                                    callback=positive("--max-size"))] = None,
     lr: Annotated[Optional[float], typer.Option(help="Peak learning rate [default: 0.01 sgd, 0.001 adamw].",
                                                 callback=positive("--lr"))] = None,
     optimizer: Annotated[str, typer.Option(help="sgd or adamw.")] = "sgd",
@@ -179,7 +182,11 @@ def train_cmd(
             d.multi_scale = parse_int_list(multi_scale, "--multi-scale")
         t.lr = lr if lr is not None else (0.01 if optimizer == "sgd" else 0.001)
         d.train, d.val, d.val_fraction, d.images = data, val_data, val_fraction, images
-        d.img_size = source.data.img_size if source is not None and "img_size" not in given else img_size
+        if source is not None:  # the weights' input size (and rounding), unless --img-size/--max-size say otherwise
+            d.img_size, d.max_size, d.size_rounding = source.data.img_size, source.data.max_size, source.data.size_rounding
+            set_input_size(d, img_size if "img_size" in given else None, max_size)
+        else:
+            d.img_size, d.max_size = img_size, max_size
         run_dir = None
     with ranks.main_first():  # rank 0 writes the demo cache before the others read it
         train_index, val_index = call(open_data, cfg.data.train, cfg.data.val, cfg.data.val_fraction,
@@ -289,8 +296,12 @@ def eval_cmd(
     data: Annotated[str, typer.Option(help="COCO .json, YOLO data.yaml, or 'demo' (its val split).")] = "demo",
     images: Annotated[Optional[str], typer.Option(help="Image folder of a COCO file (default: beside it).")] = None,
     batch_size: Annotated[int, typer.Option(help="Images per batch.", callback=positive("--batch-size"))] = 8,
-    img_size: Annotated[Optional[int], typer.Option(help="Longest side [default: the weights' training size].",
+    img_size: Annotated[Optional[int], typer.Option(help="Longest side, or the short side with --max-size "
+                                                    "[default: the weights' training size].",
                                                     callback=positive("--img-size"))] = None,
+    max_size: Annotated[Optional[int], typer.Option(help="Cap on the long side; makes --img-size the short side "
+                                                    "(COCO: --img-size 800 --max-size 1333; default: the weights').",
+                                                    callback=positive("--max-size"))] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.", callback=device_option)] = "auto",
     half: Annotated[bool, typer.Option(help="Half precision: fp16 on CUDA, bf16 on CPU.")] = False,
     fp32: Annotated[bool, typer.Option("--fp32", help="Float32 throughout (default on a CPU with bf16: bf16 "
@@ -317,12 +328,11 @@ def eval_cmd(
     report_data(index)
     if index.class_names != class_names:
         fail(f"the data's classes {index.class_names} differ from the weights' classes {class_names}")
-    if img_size:
-        cfg.data.img_size = img_size
+    set_input_size(cfg.data, img_size, max_size)
     out = run_dir_for(project, name)
     amp = inference_amp(dev, half, fp32)
     precision = ("fp16 autocast" if dev.type == "cuda" else "bf16 autocast") if amp else "float32"
-    console.print(f"precision: {precision}", highlight=False)
+    console.print(f"precision: {precision}; input: {describe_size(cfg.data)}", highlight=False)
     fast = optimize_for_inference(model, compile=compile)  # a copy: folded BatchNorm, channels_last
     result = call(evaluate, fast, cfg, index, dev, batch_size=batch_size, amp=amp, out_dir=out)
     print_metrics(result)
@@ -340,8 +350,12 @@ def predict_cmd(
                                                  min=0.0, max=1.0)] = None,
     max_det: Annotated[Optional[int], typer.Option(help="Detections per image [default: the weights' config].",
                                                    callback=positive("--max-det"))] = None,
-    img_size: Annotated[Optional[int], typer.Option(help="Longest side [default: the weights' training size].",
+    img_size: Annotated[Optional[int], typer.Option(help="Longest side, or the short side with --max-size "
+                                                    "[default: the weights' training size].",
                                                     callback=positive("--img-size"))] = None,
+    max_size: Annotated[Optional[int], typer.Option(help="Cap on the long side; makes --img-size the short side "
+                                                    "(COCO: --img-size 800 --max-size 1333; default: the weights').",
+                                                    callback=positive("--max-size"))] = None,
     batch_size: Annotated[int, typer.Option(help="Images per batch.", callback=positive("--batch-size"))] = 8,
     half: Annotated[bool, typer.Option(help="Half precision: fp16 on CUDA, bf16 on CPU.")] = False,
     fp32: Annotated[bool, typer.Option("--fp32", help="Float32 throughout (default on a CPU with bf16: bf16 "
@@ -383,7 +397,7 @@ def predict_cmd(
         category_ids = json.loads(metadata.get("fcos_cli.category_ids", "null"))
         cfg.post.nms_iou = cfg.post.nms_iou if iou is None else iou
         cfg.post.max_detections = max_det or cfg.post.max_detections
-        cfg.data.img_size = img_size or cfg.data.img_size
+        set_input_size(cfg.data, img_size, max_size)
         if half and fp32:
             fail("--half and --fp32 contradict each other: give one")
         fast = optimize_for_inference(model, compile=compile)  # a copy: folded BatchNorm, channels_last
@@ -414,8 +428,12 @@ def inspect_targets_cmd(
     preset: Annotated[str, typer.Option(help="paper, improved or torchvision (ignored with --weights).")] = "improved",
     weights: Annotated[Optional[Path], typer.Option("--weights", "-w", help="Take the settings of these weights.",
                                                     exists=True, dir_okay=False)] = None,
-    img_size: Annotated[Optional[int], typer.Option(help="Longest side [default: the weights' size, else 800].",
+    img_size: Annotated[Optional[int], typer.Option(help="Longest side, or the short side with --max-size "
+                                                    "[default: the weights' size, else 800].",
                                                     callback=positive("--img-size"))] = None,
+    max_size: Annotated[Optional[int], typer.Option(help="Cap on the long side; makes --img-size the short side "
+                                                    "(COCO: --img-size 800 --max-size 1333; default: the weights').",
+                                                    callback=positive("--max-size"))] = None,
     size_ranges: Annotated[Optional[str], typer.Option(help="Level boundaries m_1..m_4, e.g. 64,128,256,512.")] = None,
     center_sampling_radius: Annotated[Optional[float], typer.Option(help="In strides; 0 turns it off.", min=0.0)] = None,
     num_images: Annotated[int, typer.Option(help="Images to explain.", callback=positive("--num-images"))] = 4,
@@ -438,7 +456,7 @@ def inspect_targets_cmd(
     else:
         cfg = call(make_preset, preset)
         cfg.data.img_size = 800
-    cfg.data.img_size = img_size or cfg.data.img_size
+    set_input_size(cfg.data, img_size, max_size)
     if size_ranges:
         cfg.targets.size_ranges = parse_size_ranges(size_ranges, len(cfg.model.fpn.levels))
     if center_sampling_radius is not None:
@@ -449,7 +467,7 @@ def inspect_targets_cmd(
     out = run_dir_for(project, name)
     stats = call(inspect_dataset, index, cfg, num_images, out, draw)
     table = Table("", *stats, title=f"Target assignment on {min(num_images, len(index.records))} images "
-                  f"(img-size {cfg.data.img_size}, ranges {list(cfg.targets.size_ranges)}, "
+                  f"({describe_size(cfg.data)}, ranges {list(cfg.targets.size_ranges)}, "
                   f"radius {cfg.targets.center_sampling_radius})")
     rows = [("best possible recall", lambda s: f"{s['bpr']:.3f}"), ("boxes", lambda s: str(s["boxes"])),
             ("boxes without positives", lambda s: str(s["boxes_without_positives"])),

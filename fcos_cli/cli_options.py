@@ -175,6 +175,21 @@ def given_options(ctx: typer.Context) -> dict[str, str]:
             if (source := ctx.get_parameter_source(p.name)) is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")}
 
 
+def set_input_size(data, img_size: int | None, max_size: int | None) -> None:
+    """--img-size / --max-size over a config's `DataConfig`: --img-size alone is a longest side (the cap is
+    dropped), with --max-size a short side; --max-size alone makes the config's size a short side."""
+    if img_size is not None:
+        data.img_size, data.max_size = img_size, max_size
+    elif max_size is not None:
+        data.max_size = max_size
+
+
+def describe_size(data) -> str:
+    if data.max_size is None:
+        return f"longest side {data.img_size}"
+    return f"short side {data.img_size}, long side at most {data.max_size}"
+
+
 def parse_size_pair(text: str, flag: str) -> tuple[int, int]:
     values = parse_int_list(text, flag)
     if len(values) == 1:

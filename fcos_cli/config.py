@@ -104,8 +104,10 @@ class DataConfig:
     val: str | None = None  # default: the data's own val split
     val_fraction: float = 0.0  # held out of `train` when it has no val split
     images: str | None = None  # image folder of a COCO file
-    img_size: int = 640  # longest side after resize; batches are padded to a multiple of size_divisor
-    multi_scale: tuple[int, ...] = ()  # training picks one longest side per image from these
+    img_size: int = 640  # longest side after resize (short side with max_size); batches pad to size_divisor
+    max_size: int | None = None  # set: img_size is the short side and this caps the long one (COCO: 800/1333)
+    size_rounding: Literal["round", "floor"] = "round"  # short/long sizes: mmdet/detectron2, or torchvision's
+    multi_scale: tuple[int, ...] = ()  # training picks one longest (short, with max_size) side per image
     hflip: float = 0.5
     color_jitter: bool = True
 

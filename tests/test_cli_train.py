@@ -64,6 +64,24 @@ def test_weights_bring_their_model_unless_options_say_otherwise(data: Path, trai
     assert f"loaded {total}/{total} tensors" not in wider.output
 
 
+def test_max_size_makes_img_size_the_short_side_and_weights_keep_it(data: Path, trained: Path, tmp_path: Path) -> None:
+    common = ["train", "--data", str(data / "train.json"), "--val-fraction", "0.5", "--epochs", "1", "--batch-size",
+              "2", "--workers", "0", "--project", str(tmp_path)]
+    result = runner.invoke(app, [*common, "-w", str(trained / "last.safetensors"), "--max-size", "160", "--name", "cap"])
+    assert result.exit_code == 0, result.output
+    capped = json.loads((tmp_path / "cap" / "config.json").read_text())["data"]
+    assert (capped["img_size"], capped["max_size"]) == (128, 160)  # the weights' 128 is now the short side
+    result = runner.invoke(app, [*common, "-w", str(tmp_path / "cap" / "last.safetensors"), "--name", "kept"])
+    kept = json.loads((tmp_path / "kept" / "config.json").read_text())["data"]
+    assert result.exit_code == 0 and (kept["img_size"], kept["max_size"]) == (128, 160)
+    result = runner.invoke(app, ["eval", "-w", str(tmp_path / "kept" / "last.safetensors"), "--data",
+                                 str(data / "val.json"), "--project", str(tmp_path), "--name", "e"])
+    assert result.exit_code == 0 and "input: short side 128, long side at most 160" in result.output, result.output
+    result = runner.invoke(app, ["eval", "-w", str(tmp_path / "kept" / "last.safetensors"), "--data",
+                                 str(data / "val.json"), "--project", str(tmp_path), "--img-size", "96"])
+    assert result.exit_code == 0 and "input: longest side 96" in result.output, result.output
+
+
 def test_second_run_gets_a_new_numbered_folder(data: Path, trained: Path) -> None:
     args = ["train", "--data", str(data / "train.json"), "--val-fraction", "0.5", *TINY, "--epochs", "1",
             "--project", str(trained.parent), "--name", "tiny"]
