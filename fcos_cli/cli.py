@@ -336,7 +336,9 @@ def eval_cmd(
     fast = optimize_for_inference(model, compile=compile)  # a copy: folded BatchNorm, channels_last
     result = call(evaluate, fast, cfg, index, dev, batch_size=batch_size, amp=amp, out_dir=out)
     print_metrics(result)
-    console.print(f"wrote {out}/results.json, metrics.json, pr_curve.png")
+    samples = f", samples/ ({min(4, len(index.records))} images)" if index.records else ""
+    console.print(f"wrote {out}/results.json, metrics.json, pr_curve.png, confidence_curves.png, "
+                  f"confusion_matrix.png{samples}", highlight=False, soft_wrap=True)
 
 
 @app.command("predict")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -214,3 +215,16 @@ def test_fcos_eval_of_a_coco_file_equals_pycocotools_on_the_file(tmp_path: Path,
     metrics = json.loads((out / "metrics.json").read_text())["metrics"]
     official = _official_stats(path, out / "results.json")
     assert list(metrics.values()) == pytest.approx(list(official), abs=1e-9)
+    # The diagnostics: files, the best-F1 line, and the confusion matrix as numbers (rows true, columns predicted).
+    assert {"confidence_curves.png", "confusion_matrix.png", "pr_curve.png", "samples"} <= {p.name for p in out.iterdir()}
+    assert len(list((out / "samples").glob("*.png"))) == 4
+    saved = json.loads((out / "metrics.json").read_text())
+    best = saved["best_f1"]["confidence"]
+    assert best in {d[2] for *_, dets in OFFICIAL for d in dets}  # one of the scores, as results.json has it
+    assert f"deploy with fcos predict --conf {math.floor(best * 1000 + 1e-9) / 1000:.3f}" in result.stdout
+    confusion = np.array(saved["confusion_matrix"]["matrix"])
+    assert saved["confusion_matrix"]["classes"] == ["a", "b", "c", "background"] and confusion.shape == (4, 4)
+    non_crowd = sum(1 for _, _, anns, _ in OFFICIAL for *_, crowd in anns if not crowd)
+    assert confusion[:3].sum() == non_crowd  # every true box once: found as some class, or missed
+    assert [row["instances"] for row in saved["per_class"]] == [2, 3, 2]  # crowds apart; the missing image too
+    assert "AP per class" in result.stdout and "instances" in result.stdout
