@@ -293,8 +293,18 @@ def backbones_cmd(
 def eval_cmd(
     weights: Annotated[Optional[Path], typer.Option("--weights", "-w", help="Weights file [default: newest "
                                                    "runs/train/*/best.safetensors].", exists=True, dir_okay=False)] = None,
-    data: Annotated[str, typer.Option(help="COCO .json, YOLO data.yaml, or 'demo' (its val split).")] = "demo",
+    data: Annotated[Optional[str], typer.Option(help="COCO .json, YOLO data.yaml, or 'demo' (default: the "
+                                                "validation data recorded in the weights).")] = None,
+    split: Annotated[str, typer.Option(help="Split of the data: train or val.",
+                                       callback=valid_if(lambda v: v in ("train", "val"), "train or val"))] = "val",
     images: Annotated[Optional[str], typer.Option(help="Image folder of a COCO file (default: beside it).")] = None,
+    conf: Annotated[Optional[float], typer.Option(help="Drop detections scored below this, as fcos predict --conf "
+                                                  "(also the confusion matrix's threshold; default: keep all, "
+                                                  "confusion at the best-F1 confidence).", min=0.0, max=1.0)] = None,
+    iou: Annotated[Optional[float], typer.Option(help="NMS IoU threshold (default: the weights' config).",
+                                                 min=0.0, max=1.0)] = None,
+    max_det: Annotated[Optional[int], typer.Option(help="Detections per image (default: the weights' config).",
+                                                   callback=positive("--max-det"))] = None,
     batch_size: Annotated[int, typer.Option(help="Images per batch.", callback=positive("--batch-size"))] = 8,
     img_size: Annotated[Optional[int], typer.Option(help="Longest side, or the short side with --max-size "
                                                     "[default: the weights' training size].",
@@ -310,9 +320,10 @@ def eval_cmd(
     project: Annotated[str, typer.Option(help="Parent folder of eval outputs.")] = "runs/eval",
     name: Annotated[str, typer.Option(help="Output folder name (numbered when taken).")] = "exp",
 ) -> None:
-    """COCO mAP of a weights file on a dataset; writes results.json, metrics.json and pr_curve.png."""
+    """COCO mAP of a weights file on a dataset, per-class precision/recall, the confidence to deploy (best F1)
+    and a confusion matrix; writes results.json, metrics.json, curves, the matrix and sample drawings."""
     from . import checkpoint
-    from .data import open_split
+    from .data import open_recorded, open_split
     from .engine.common import resolve_device
     from .engine.evaluate import evaluate
     from .engine.predict import inference_amp
@@ -324,17 +335,24 @@ def eval_cmd(
     console.print(f"weights: {path}")
     dev = call(resolve_device, device)
     model, cfg, class_names = call(checkpoint.load, path, dev)
-    index = call(open_split, data, "val", images)
+    if data is None:
+        index = call(open_recorded, cfg.data, split, cfg.train.seed)
+        console.print(f"data: {index.source or cfg.data.train} ({split} split, recorded in the weights)",
+                      highlight=False, soft_wrap=True)
+    else:
+        index = call(open_split, data, split, images)
     report_data(index)
     if index.class_names != class_names:
         fail(f"the data's classes {index.class_names} differ from the weights' classes {class_names}")
     set_input_size(cfg.data, img_size, max_size)
+    cfg.post.nms_iou = cfg.post.nms_iou if iou is None else iou
+    cfg.post.max_detections = max_det or cfg.post.max_detections
     out = run_dir_for(project, name)
     amp = inference_amp(dev, half, fp32)
     precision = ("fp16 autocast" if dev.type == "cuda" else "bf16 autocast") if amp else "float32"
     console.print(f"precision: {precision}; input: {describe_size(cfg.data)}", highlight=False)
     fast = optimize_for_inference(model, compile=compile)  # a copy: folded BatchNorm, channels_last
-    result = call(evaluate, fast, cfg, index, dev, batch_size=batch_size, amp=amp, out_dir=out)
+    result = call(evaluate, fast, cfg, index, dev, batch_size=batch_size, amp=amp, out_dir=out, conf=conf)
     print_metrics(result)
     samples = f", samples/ ({min(4, len(index.records))} images)" if index.records else ""
     console.print(f"wrote {out}/results.json, metrics.json, pr_curve.png, confidence_curves.png, "

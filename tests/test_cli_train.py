@@ -102,6 +102,29 @@ def test_eval_prints_metrics_and_writes_results(data: Path, trained: Path, tmp_p
     assert (tmp_path / "e" / "pr_curve.png").is_file() or not results
 
 
+def test_eval_without_data_takes_the_recorded_split_and_overrides_postprocessing(data: Path, trained: Path,
+                                                                                  tmp_path: Path) -> None:
+    weights = str(trained / "best.safetensors")
+    result = runner.invoke(app, ["eval", "-w", weights, "--project", str(tmp_path), "--name", "val",
+                                 "--max-det", "3", "--conf", "0.05"])
+    assert result.exit_code == 0, result.output
+    assert f"data: {data / 'val.json'} (val split, recorded in the weights)" in result.output
+    results = json.loads((tmp_path / "val" / "results.json").read_text())
+    per_image = [sum(r["image_id"] == i for r in results) for i in {r["image_id"] for r in results}]
+    assert max(per_image, default=0) <= 3 and all(r["score"] >= 0.05 for r in results)
+    result = runner.invoke(app, ["eval", "-w", weights, "--project", str(tmp_path), "--name", "train",
+                                 "--split", "train"])
+    assert result.exit_code == 0 and f"data: {data / 'train.json'} (train split" in result.output, result.output
+    assert "samples/ (4 images)" in result.output  # the four training images, not the two of val.json
+    # A run validated on a held-out fraction: eval finds the same held-out images again.
+    held = runner.invoke(app, ["train", "--data", str(data / "train.json"), "--val-fraction", "0.5", *TINY,
+                               "--epochs", "1", "--project", str(tmp_path), "--name", "held"])
+    assert held.exit_code == 0, held.output
+    result = runner.invoke(app, ["eval", "-w", str(tmp_path / "held" / "best.safetensors"), "--project",
+                                 str(tmp_path), "--name", "e"])
+    assert result.exit_code == 0 and "samples/ (2 images)" in result.output, result.output
+
+
 def test_eval_refuses_data_with_other_classes(data: Path, trained: Path, tmp_path: Path) -> None:
     other = json.loads((data / "val.json").read_text())
     other["categories"][0]["name"] = "circle"
