@@ -325,6 +325,7 @@ def eval_cmd(
     from . import checkpoint
     from .data import open_recorded, open_split
     from .engine.common import resolve_device
+    from .engine.distributed import close_distributed, init_distributed
     from .engine.evaluate import evaluate
     from .engine.predict import inference_amp
     from .model.optimize import optimize_for_inference
@@ -332,27 +333,37 @@ def eval_cmd(
     if half and fp32:
         fail("--half and --fp32 contradict each other: give one")
     path = Path(weights) if weights else call(default_weights)
-    console.print(f"weights: {path}")
     dev = call(resolve_device, device)
+    ranks, dev = call(init_distributed, dev)  # under torchrun: each rank predicts its share, rank 0 scores
+    if not ranks.is_main:
+        console.quiet = err_console.quiet = True
+    console.print(f"weights: {path}")
     model, cfg, class_names = call(checkpoint.load, path, dev)
+    with ranks.main_first():  # rank 0 writes the demo cache before the others read it
+        index = call(open_recorded, cfg.data, split, cfg.train.seed) if data is None else call(open_split, data,
+                                                                                                split, images)
     if data is None:
-        index = call(open_recorded, cfg.data, split, cfg.train.seed)
         console.print(f"data: {index.source or cfg.data.train} ({split} split, recorded in the weights)",
                       highlight=False, soft_wrap=True)
-    else:
-        index = call(open_split, data, split, images)
     report_data(index)
     if index.class_names != class_names:
         fail(f"the data's classes {index.class_names} differ from the weights' classes {class_names}")
     set_input_size(cfg.data, img_size, max_size)
     cfg.post.nms_iou = cfg.post.nms_iou if iou is None else iou
     cfg.post.max_detections = max_det or cfg.post.max_detections
-    out = run_dir_for(project, name)
+    out = ranks.share(run_dir_for(project, name) if ranks.is_main else None)
     amp = inference_amp(dev, half, fp32)
     precision = ("fp16 autocast" if dev.type == "cuda" else "bf16 autocast") if amp else "float32"
-    console.print(f"precision: {precision}; input: {describe_size(cfg.data)}", highlight=False)
+    console.print(f"precision: {precision}; input: {describe_size(cfg.data)}"
+                  f"{f'; {ranks.world_size} processes' if ranks.enabled else ''}", highlight=False)
     fast = optimize_for_inference(model, compile=compile)  # a copy: folded BatchNorm, channels_last
-    result = call(evaluate, fast, cfg, index, dev, batch_size=batch_size, amp=amp, out_dir=out, conf=conf)
+    try:
+        result = call(evaluate, fast, cfg, index, dev, batch_size=batch_size, amp=amp,
+                      out_dir=out if ranks.is_main else None, conf=conf, ranks=ranks)
+    finally:
+        close_distributed()
+    if result is None:  # not rank 0
+        return
     print_metrics(result)
     samples = f", samples/ ({min(4, len(index.records))} images)" if index.records else ""
     console.print(f"wrote {out}/results.json, metrics.json, pr_curve.png, confidence_curves.png, "

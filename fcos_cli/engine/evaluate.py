@@ -6,7 +6,7 @@ import contextlib
 import io
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +22,7 @@ from ..data.records import DatasetIndex
 from ..model import FCOS
 from ..postprocess import Detections
 from .common import loader
+from .distributed import Ranks
 from .diagnostics import (Diagnostics, ImageBoxes, diagnose, plot_confidence_curves, plot_confusion_matrix,
                           side_by_side)
 from .predict import detect
@@ -179,15 +180,24 @@ def image_boxes(gt: COCO, results: list[dict], index: DatasetIndex) -> dict[int,
 
 def evaluate(model: FCOS, cfg: FCOSConfig, index: DatasetIndex, device: torch.device, batch_size: int = 8,
              workers: int = 0, amp: bool = False, out_dir: Path | None = None, progress=None,
-             conf: float | None = None, num_samples: int = 4) -> EvalResult:
+             conf: float | None = None, num_samples: int = 4, ranks: Ranks = Ranks()) -> EvalResult | None:
     """Predict `index` (score threshold from cfg.post) and compute COCO metrics.
 
     With `out_dir`, also the diagnostics (`diagnostics.diagnose`) and its files: results.json, metrics.json,
     pr_curve.png, confidence_curves.png, confusion_matrix.png and `num_samples` drawings under samples/.
     `conf` drops detections scored below it before anything is computed (as `fcos predict --conf`) and is
     the confusion matrix's threshold (default: the best-F1 confidence).
+    Under torchrun every rank predicts its share of the images and rank 0 alone scores them and writes
+    (the others return None).
     """
-    results, sizes = predict_results(model, cfg, index, device, batch_size, workers, amp, progress)
+    share = replace(index, records=index.records[ranks.rank::ranks.world_size]) if ranks.enabled else index
+    gathered = ranks.gather(predict_results(model, cfg, share, device, batch_size, workers, amp, progress))
+    if gathered is None:
+        return None
+    order = {record.image_id: i for i, record in enumerate(index.records)}
+    # In the index's order (sorted is stable: each image's detections keep theirs), as one process writes them.
+    results = sorted((r for part, _ in gathered for r in part), key=lambda r: order[r["image_id"]])
+    sizes = {image_id: size for _, part in gathered for image_id, size in part.items()}
     if conf is not None:
         results = [r for r in results if r["score"] >= conf]
     gt = ground_truth(index, sizes)
