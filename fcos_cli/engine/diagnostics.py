@@ -61,23 +61,37 @@ def match_detections(image: ImageBoxes, iou_thresh: float = 0.5) -> Tensor:
     """(N,) TP, FP or IGNORED per detection: in descending score, each takes the unmatched box of its class
     it overlaps most (IoU >= `iou_thresh`), as COCOeval does at one IoU; unmatched detections on a crowd are
     ignored."""
-    outcome = torch.full((len(image.pred_boxes),), FP, dtype=torch.int64)
-    iou = box_iou(image.pred_boxes, image.gt_boxes)  # (N, M)
-    iou[image.pred_labels[:, None] != image.gt_labels[None, :]] = -1.0
-    taken = torch.zeros(len(image.gt_boxes), dtype=torch.bool)
-    for i in torch.argsort(image.pred_scores, descending=True, stable=True).tolist():
-        if len(image.gt_boxes):
-            candidates = iou[i].masked_fill(taken, -1.0)
-            best = int(candidates.argmax())
-            if candidates[best] >= iou_thresh:
-                outcome[i], taken[best] = TP, True
-    crowd = _on_crowd(image.pred_boxes, image.crowd_boxes, iou_thresh)
+    outcome = np.full(len(image.pred_boxes), FP, dtype=np.int64)
+    iou = box_iou(image.pred_boxes.double(), image.gt_boxes.double()).numpy()  # (N, M); numpy: a loop of scalars
+    iou[(image.pred_labels[:, None] != image.gt_labels[None, :]).numpy()] = -1.0
+    if iou.shape[1]:
+        for i in torch.argsort(image.pred_scores, descending=True, stable=True).tolist():
+            best = int(iou[i].argmax())
+            if iou[i, best] >= iou_thresh:
+                outcome[i] = TP
+                iou[:, best] = -1.0  # taken
+    crowd = _on_crowd(image.pred_boxes, image.crowd_boxes, iou_thresh).numpy()
     outcome[(outcome == FP) & crowd] = IGNORED
-    return outcome
+    return torch.from_numpy(outcome)
 
 
-def confidence_curves(scores: Tensor, labels: Tensor, outcome: Tensor, num_gt: Tensor,
-                      confidences: Tensor) -> tuple[np.ndarray, np.ndarray]:
+def _class_curves(scores: np.ndarray, labels: np.ndarray, outcome: np.ndarray, num_gt: np.ndarray,
+                  confidences: np.ndarray, classes: list[int]):
+    """(k, precision (T,), recall (T,)) for each class of `classes`, from one sort of all detections."""
+    order = np.lexsort((scores, labels))  # by class, then score ascending
+    scores, labels, outcome = scores[order], labels[order], outcome[order]
+    bounds = np.searchsorted(labels, np.arange(len(num_gt) + 1))
+    for k in classes:
+        first, last = bounds[k], bounds[k + 1]
+        # suffix[i]: true positives (detections) from the i-th lowest score up; a threshold keeps a suffix.
+        true_pos = np.append(np.cumsum((outcome[first:last] == TP)[::-1])[::-1], 0)
+        detected = np.append(np.cumsum((outcome[first:last] != IGNORED)[::-1])[::-1], 0)
+        kept = np.searchsorted(scores[first:last], confidences, side="left")  # (T,) first index >= threshold
+        yield k, true_pos[kept] / np.maximum(detected[kept], 1), true_pos[kept] / max(int(num_gt[k]), 1)
+
+
+def confidence_curves(scores: np.ndarray, labels: np.ndarray, outcome: np.ndarray, num_gt: np.ndarray,
+                      confidences: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Precision and recall (K, T) of the detections with score >= each threshold, per class.
 
     Args:
@@ -85,31 +99,32 @@ def confidence_curves(scores: Tensor, labels: Tensor, outcome: Tensor, num_gt: T
         num_gt: (K,) ground-truth boxes per class. confidences: (T,) thresholds.
     A class with nothing detected above a threshold has precision 0 there (and recall 0).
     """
-    kept = scores[None, :] >= confidences[:, None]  # (T, N)
-    num_classes = len(num_gt)
-    one_hot = torch.nn.functional.one_hot(labels, num_classes).double()  # (N, K)
-    true_pos = (kept & (outcome == TP)).double() @ one_hot  # (T, K)
-    detected = (kept & (outcome != IGNORED)).double() @ one_hot
-    precision = true_pos / detected.clamp(min=1)
-    recall = true_pos / num_gt.double().clamp(min=1)[None, :]
-    return precision.T.numpy(), recall.T.numpy()
+    precision, recall = np.zeros((len(num_gt), len(confidences))), np.zeros((len(num_gt), len(confidences)))
+    for k, p, r in _class_curves(scores, labels, outcome, num_gt, confidences, list(range(len(num_gt)))):
+        precision[k], recall[k] = p, r
+    return precision, recall
 
 
 def _f1(precision: np.ndarray, recall: np.ndarray) -> np.ndarray:
     return 2 * precision * recall / np.maximum(precision + recall, 1e-12)
 
 
-def best_f1_confidence(precision: np.ndarray, recall: np.ndarray, confidences: np.ndarray,
-                       present: np.ndarray) -> tuple[float, float, int]:
-    """(threshold, F1, its index) maximising the F1 averaged over the `present` classes (K,) bool.
+def best_f1_confidence(scores: np.ndarray, labels: np.ndarray, outcome: np.ndarray,
+                       num_gt: np.ndarray) -> tuple[float, float]:
+    """(threshold, F1) maximising the F1 averaged over the classes with boxes, the thresholds being the
+    detections' own scores: `--conf` at one of them keeps exactly these boxes (a grid falls between scores).
 
     Ties go to the highest threshold: the same F1 with fewer boxes to look at.
     """
-    if not len(confidences) or not present.any():
-        return 1.0, 0.0, -1
-    mean_f1 = _f1(precision, recall)[present].mean(axis=0)  # (T,)
-    best = max(range(len(confidences)), key=lambda t: (round(float(mean_f1[t]), 12), confidences[t]))
-    return float(confidences[best]), float(mean_f1[best]), best
+    candidates = np.unique(scores)  # ascending
+    present = [k for k in range(len(num_gt)) if num_gt[k] > 0]
+    if not len(candidates) or not present:
+        return 1.0, 0.0
+    mean_f1 = np.zeros(len(candidates))
+    for _, precision, recall in _class_curves(scores, labels, outcome, num_gt, candidates, present):
+        mean_f1 += _f1(precision, recall) / len(present)  # (T,) memory for COCO's ~10^5 scores, not (K, T)
+    best = int(np.flatnonzero(mean_f1 >= mean_f1.max() - 1e-12).max())
+    return float(candidates[best]), float(mean_f1[best])
 
 
 def confusion_matrix(image: ImageBoxes, num_classes: int, conf: float, iou_thresh: float = 0.5) -> np.ndarray:
@@ -141,30 +156,25 @@ def confusion_matrix(image: ImageBoxes, num_classes: int, conf: float, iou_thres
 def diagnose(images: list[ImageBoxes], num_classes: int, conf: float | None = None,
              iou_thresh: float = 0.5, num_thresholds: int = 101) -> Diagnostics:
     """Curves, best-F1 threshold, per-class counts and the confusion matrix (at `conf`, else the best F1)."""
-    empty = torch.zeros(0)
-    outcomes = [match_detections(im, iou_thresh) for im in images]
-    scores = torch.cat([im.pred_scores.double() for im in images]) if images else empty.double()
-    labels = torch.cat([im.pred_labels for im in images]).long() if images else empty.long()
-    outcome = torch.cat(outcomes) if images else empty.long()
-    num_gt = torch.zeros(num_classes, dtype=torch.int64)
-    num_images = np.zeros(num_classes, dtype=np.int64)
+    def joined(parts: list[Tensor], dtype) -> np.ndarray:
+        return torch.cat(parts).numpy().astype(dtype) if parts else np.zeros(0, dtype)
+
+    scores = joined([im.pred_scores.double() for im in images], np.float64)
+    labels = joined([im.pred_labels for im in images], np.int64)
+    outcome = joined([match_detections(im, iou_thresh) for im in images], np.int64)
+    num_gt, num_images = np.zeros(num_classes, dtype=np.int64), np.zeros(num_classes, dtype=np.int64)
     for im in images:
-        num_gt += torch.bincount(im.gt_labels.long(), minlength=num_classes)
-        num_images[np.unique(im.gt_labels.numpy()).astype(int)] += 1
-    present = num_gt.numpy() > 0
-    # The best threshold is searched over the detections' own scores: `--conf` at exactly one of them keeps
-    # the same boxes as here (a grid would fall between two scores).
-    candidates = torch.unique(scores)
-    precision, recall = confidence_curves(scores, labels, outcome, num_gt, candidates)
-    best_conf, best_f1, best = best_f1_confidence(precision, recall, candidates.numpy(), present)
-    at_best = (precision[:, best], recall[:, best]) if best >= 0 else (np.zeros(num_classes),) * 2
-    grid = torch.linspace(0, 1, num_thresholds, dtype=torch.float64)
-    grid_precision, grid_recall = confidence_curves(scores, labels, outcome, num_gt, grid)
+        num_gt += np.bincount(im.gt_labels.numpy(), minlength=num_classes)
+        num_images[np.unique(im.gt_labels.numpy())] += 1
+    best_conf, best_f1 = best_f1_confidence(scores, labels, outcome, num_gt)
+    at_best = confidence_curves(scores, labels, outcome, num_gt, np.array([best_conf]))
+    grid = np.linspace(0, 1, num_thresholds)
+    precision, recall = confidence_curves(scores, labels, outcome, num_gt, grid)
     used = best_conf if conf is None else conf
     confusion = sum((confusion_matrix(im, num_classes, used, iou_thresh) for im in images),
                     np.zeros((num_classes + 1, num_classes + 1), dtype=np.int64))
-    return Diagnostics(grid.numpy(), grid_precision, grid_recall, best_conf, best_f1, at_best[0], at_best[1],
-                       num_images, num_gt.numpy(), confusion, used)
+    return Diagnostics(grid, precision, recall, best_conf, best_f1, at_best[0][:, 0], at_best[1][:, 0],
+                       num_images, num_gt, confusion, used)
 
 
 def side_by_side(image: np.ndarray, boxes: ImageBoxes, class_names: list[str], conf: float) -> Tensor:
