@@ -202,8 +202,6 @@ def parse_size_pair(text: str, flag: str) -> tuple[int, int]:
 def print_metrics(result) -> None:
     """The COCO table, AP per class (with counts and precision/recall at the best-F1 confidence when `result`
     has diagnostics), the best-F1 confidence to deploy and, for a few classes, the confusion matrix."""
-    import math
-
     from rich.table import Table
 
     if result is None:
@@ -219,26 +217,26 @@ def print_metrics(result) -> None:
             per_class.add_row(name, "-" if ap != ap else f"{ap:.3f}")
         console.print(per_class)
     else:
+        from .engine.diagnostics import conf_text
         from .engine.evaluate import per_class_rows
 
         names = list(result.per_class_ap)
-        conf = math.floor(diag.best_conf * 1000 + 1e-9) / 1000  # rounded down: the boxes at the best score stay
+        conf = conf_text(diag.best_conf)
         per_class = Table("class", "images", "instances", "AP", "AP50", "P", "R",
-                          title=f"AP per class; P and R at the best-F1 confidence {conf:.3f}, IoU 0.5")
+                          title=f"AP per class; P and R at the best-F1 confidence {conf}, IoU 0.5")
         for row in per_class_rows(result, names):
             per_class.add_row(row["class"], str(row["images"]), str(row["instances"]),
                               *("-" if row[k] != row[k] else f"{row[k]:.3f}" for k in ("AP", "AP50", "precision", "recall")))
         console.print(per_class)
         if len(names) <= 10:  # larger matrices are read in confusion_matrix.png / metrics.json
             matrix = Table("true / predicted", *names, "background",
-                           title=f"Confusion matrix (IoU 0.5, confidence >= "
-                                 f"{math.floor(diag.confusion_conf * 1000 + 1e-9) / 1000:.3f})")
+                           title=f"Confusion matrix (IoU 0.5, confidence >= {conf_text(diag.confusion_conf)})")
             for name, row in zip([*names, "background"], diag.confusion.tolist()):
                 matrix.add_row(name, *map(str, row))
             console.print(matrix)
         if diag.best_f1 > 0:
-            console.print(f"best F1 {diag.best_f1:.3f} at confidence {conf:.3f} (IoU 0.5): deploy with "
-                          f"fcos predict --conf {conf:.3f}", highlight=False, soft_wrap=True)
+            console.print(f"best F1 {diag.best_f1:.3f} at confidence {conf} (IoU 0.5): deploy with "
+                          f"fcos predict --conf {conf}", highlight=False, soft_wrap=True)
         else:
             console.print("best F1 0: no detection finds a box at IoU 0.5, so no confidence to recommend",
                           highlight=False, soft_wrap=True)

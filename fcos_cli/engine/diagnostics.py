@@ -7,6 +7,7 @@ xyxy in original-image pixels; labels 0..K-1.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,7 +16,7 @@ from torch import Tensor
 from torchvision.ops import box_area, box_iou
 
 __all__ = ["ImageBoxes", "Diagnostics", "match_detections", "confidence_curves", "best_f1_confidence",
-           "confusion_matrix", "diagnose", "side_by_side", "plot_confidence_curves", "plot_confusion_matrix"]
+           "confusion_matrix", "diagnose", "conf_text", "side_by_side", "plot_confidence_curves", "plot_confusion_matrix"]
 
 TP, FP, IGNORED = 1, 0, -1  # match outcome of a detection
 
@@ -103,6 +104,12 @@ def confidence_curves(scores: np.ndarray, labels: np.ndarray, outcome: np.ndarra
     for k, p, r in _class_curves(scores, labels, outcome, num_gt, confidences, list(range(len(num_gt)))):
         precision[k], recall[k] = p, r
     return precision, recall
+
+
+def conf_text(conf: float) -> str:
+    """A threshold as printed: rounded down to 3 decimals, so that `--conf` at it keeps the boxes scored exactly
+    at the threshold (0.4339 would otherwise print as 0.434 and drop them)."""
+    return f"{math.floor(conf * 1000 + 1e-9) / 1000:.3f}"
 
 
 def _f1(precision: np.ndarray, recall: np.ndarray) -> np.ndarray:
@@ -198,7 +205,10 @@ def _draw(pixels: Tensor, boxes: Tensor, text: list[str], colors: list[str]) -> 
 
     if not len(boxes):  # draw_bounding_boxes warns on an empty set
         return pixels.clone()
-    return draw_bounding_boxes(pixels, boxes, text, colors=colors, width=max(2, round(max(pixels.shape[1:]) / 300)))
+    width = max(2, round(max(pixels.shape[1:]) / 300))
+    # A black outline under each box: a class colour stays visible on a region of the same colour.
+    outlined = draw_bounding_boxes(pixels, boxes, colors="black", width=width + 2)
+    return draw_bounding_boxes(outlined, boxes, text, colors=colors, width=width)
 
 
 def _pyplot():
@@ -226,7 +236,7 @@ def plot_confidence_curves(diag: Diagnostics, class_names: list[str], path) -> N
             ax.plot(diag.confidences, values[present].mean(axis=0), color="black", linewidth=2.5, label="all classes")
         ax.axvline(diag.best_conf, color="grey", linestyle="--", linewidth=1)
         ax.set(xlabel="confidence", ylabel=title, xlim=(0, 1), ylim=(0, 1.02), title=f"{title}-confidence (IoU 0.5)")
-    axes[0].set_title(f"F1-confidence: best {diag.best_f1:.2f} at {diag.best_conf:.3f}")
+    axes[0].set_title(f"F1-confidence: best {diag.best_f1:.2f} at {conf_text(diag.best_conf)}")
     axes[0].legend(loc="lower left", fontsize=7)
     fig.tight_layout()
     with atomic_write(path) as tmp:
@@ -249,7 +259,8 @@ def plot_confusion_matrix(diag: Diagnostics, class_names: list[str], path) -> No
                         color="white" if count > diag.confusion.max() / 2 else "black")
     ax.set_xticks(range(len(names)), names, rotation=90, fontsize=8)
     ax.set_yticks(range(len(names)), names, fontsize=8)
-    ax.set(xlabel="predicted", ylabel="true", title=f"Confusion matrix (IoU 0.5, confidence >= {diag.confusion_conf:.3f})")
+    ax.set(xlabel="predicted", ylabel="true",
+           title=f"Confusion matrix (IoU 0.5, confidence >= {conf_text(diag.confusion_conf)})")
     fig.tight_layout()
     with atomic_write(path) as tmp:
         fig.savefig(tmp, dpi=100, format="png")

@@ -73,3 +73,9 @@ def test_side_by_side_draws_truth_left_and_detections_right() -> None:
     assert not drawn[:, 48:62, 88 + 48:88 + 62].any()  # the 0.5 detection is under the threshold: not drawn
     lower = side_by_side(np.zeros((80, 80, 3), np.uint8), IMAGE_B, ["a", "b"], conf=0.4)
     assert lower[:, 48:62, 88 + 48:88 + 62].any() and not lower[:, 48:62, 48:62].any()
+
+
+def test_printed_confidence_is_rounded_down_so_that_conf_keeps_the_best_boxes() -> None:
+    from fcos_cli.engine.diagnostics import conf_text
+
+    assert conf_text(0.4339) == "0.433" and conf_text(0.45) == "0.450" and conf_text(0.57) == "0.570"
