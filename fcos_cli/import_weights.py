@@ -163,6 +163,7 @@ def _build_config(source: str, variant: str, backbone: str, ours: dict[str, tupl
     if source == "mmdet":  # mmdet's FCOS test_cfg: score cls * centerness, NMS IoU 0.5
         cfg.post.score_rule, cfg.post.nms_iou = "product", 0.5
     cfg.data.img_size, cfg.data.max_size = COCO_SHORT_SIDE, COCO_MAX_SIZE
+    cfg.data.train = ""  # trained elsewhere: no data to fall back on (`fcos eval` without --data says so)
     # torchvision's transform truncates the resized sides, as maskrcnn-benchmark (the original FCOS) does for the
     # long one; mmdet rounds them.
     cfg.data.size_rounding = "round" if source == "mmdet" else "floor"

@@ -252,6 +252,9 @@ def test_torchvision_weights_predict_at_torchvisions_size_by_default(tmp_path: P
     assert _import(tmp_path / "fcos_resnet50_fpn_coco.pth", "--from", "torchvision").exit_code == 0
     model, cfg, _ = fcos_cli.load(tmp_path / "fcos_resnet50_fpn_coco.safetensors")
     assert (cfg.data.img_size, cfg.data.max_size) == (800, 1333)
+    result = CliRunner().invoke(app, ["eval", "-w", str(tmp_path / "fcos_resnet50_fpn_coco.safetensors"),
+                                      "--project", str(tmp_path / "runs")])
+    assert result.exit_code == 2 and "record no data" in result.output  # not the demo data, with other classes
     seen = []
 
     def detect(model, cfg, images, sizes, amp=False):  # what the model is given: the batch and its images' sizes

@@ -71,6 +71,9 @@ def open_recorded(data: DataConfig, split: str = "val", seed: int = 0) -> Datase
     """The split a model was trained or validated on, from the data its config records (`fcos eval` without
     --data): its validation file, or the same held-out fraction or val split of its training data."""
     recorded = data.val if split == "val" and data.val else data.train
+    if not recorded:
+        raise UserError("no --data given, and the weights record no data they were trained on (imported "
+                        "weights); pass --data")
     if recorded != "demo" and not Path(recorded).exists():
         raise UserError(f"no --data given, and the data recorded in the weights, {recorded}, no longer exists "
                         f"(paths are relative to where training ran); pass --data")
