@@ -340,8 +340,10 @@ def eval_cmd(
     console.print(f"weights: {path}")
     model, cfg, class_names = call(checkpoint.load, path, dev)
     with ranks.main_first():  # rank 0 writes the demo cache before the others read it
-        index = call(open_recorded, cfg.data, split, cfg.train.seed) if data is None else call(open_split, data,
-                                                                                                split, images)
+        if data is None:
+            index = call(open_recorded, cfg.data, split, cfg.train.seed)
+        else:
+            index = call(open_split, data, split, images)
     if data is None:
         console.print(f"data: {index.source or cfg.data.train} ({split} split, recorded in the weights)",
                       highlight=False, soft_wrap=True)
