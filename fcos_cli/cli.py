@@ -10,10 +10,10 @@ from typing import Annotated, Literal, Optional
 import typer
 
 from . import __version__
-from .cli_options import (OneLineErrors, call, console, default_weights, device_option, err_console, fail,
-                          given_options, output_file, parse_int_list, parse_size_pair, parse_size_ranges, positive,
-                          print_metrics, report_data, resolve_weights, run_dir_for, state, valid_if, warn,
-                          weights_option, numbers_option)
+from .cli_options import (OneLineErrors, call, console, default_weights, describe_size, device_option, err_console,
+                          fail, given_options, numbers_option, output_file, parse_int_list, parse_size_pair,
+                          parse_size_ranges, positive, print_metrics, report_data, resolve_weights, run_dir_for,
+                          set_input_size, state, valid_if, warn, weights_option)
 from .config import SIZES, TrainConfig, set_value
 from .zoo import is_detector_name
 
@@ -111,7 +111,7 @@ def _opt(key: str, help: str, panel: str, *decls: str, auto: str = "", **kwargs)
 # Option name -> config key: a given option sets that field, after --size, --weights, --config and --set.
 TRAIN_FLAGS = {
     "data": "data.train", "val_data": "data.val", "val_fraction": "data.val_fraction", "images": "data.images",
-    "img_size": "data.img_size", "multi_scale": "data.multi_scale", "backbone": "model.backbone.name",
+    "img_size": "data.img_size", "max_size": "data.max_size", "multi_scale": "data.multi_scale", "backbone": "model.backbone.name",
     "pretrained": "model.backbone.pretrained", "pretrained_file": "model.backbone.pretrained_file",
     "freeze_stages": "model.backbone.freeze_stages", "freeze_bn": "model.backbone.freeze_bn",
     "backbone_lr_mult": "model.backbone.lr_mult", "fpn_channels": "model.fpn.out_channels",
@@ -134,8 +134,11 @@ def train_cmd(
                                                   DATA, callback=valid_if(lambda v: 0 <= v < 1, "a fraction in [0, 1)"))
                             ] = None,
     images: Annotated[Optional[str], _opt("data.images", "Image folder of a COCO file.", DATA, auto="beside it")] = None,
-    img_size: Annotated[Optional[int], _opt("data.img_size", "Longest image side in pixels.", DATA,
-                                            callback=positive("--img-size"))] = None,
+    img_size: Annotated[Optional[int], _opt("data.img_size", "Longest image side in pixels, or the short side with "
+                                            "--max-size.", DATA, callback=positive("--img-size"))] = None,
+    max_size: Annotated[Optional[int], _opt("data.max_size", "Cap on the long side; makes --img-size the short side "
+                                            "(COCO: --img-size 800 --max-size 1333).", DATA, auto="none",
+                                            callback=positive("--max-size"))] = None,
     multi_scale: Annotated[Optional[str], _opt("data.multi_scale", "Training sizes picked per image, e.g. 288,320.",
                                                DATA, auto="none", callback=numbers_option())] = None,
     size: Annotated[Optional[SizeName], typer.Option(help="Size profile: backbone, widths, image size and recipe "
@@ -229,6 +232,8 @@ def train_cmd(
                                  "--pretrained-file", param_hint="--weights")
     flags = {TRAIN_FLAGS[option]: str(value) if isinstance(value, Path) else value
              for option, value in ctx.params.items() if option in TRAIN_FLAGS and option in given}
+    if "img_size" in given and "max_size" not in given:
+        flags["data.max_size"] = None  # --img-size alone is a longest side, whatever the base had
     if resume or weights:
         from .checkpoint import read_metadata
     weights_path = call(resolve_weights, weights) if weights and not resume else None
@@ -366,11 +371,24 @@ def backbones_cmd(
 def eval_cmd(
     weights: Annotated[Optional[str], typer.Option("--weights", "-w", help=WEIGHTS_HELP, callback=weights_option)
                        ] = None,
-    data: Annotated[str, typer.Option(help="COCO .json, YOLO data.yaml, or 'demo' (its val split).")] = "demo",
+    data: Annotated[Optional[str], typer.Option(help="COCO .json, YOLO data.yaml, or 'demo' \\[default: the "
+                                                "validation data recorded in the weights].")] = None,
+    split: Annotated[Literal["train", "val"], typer.Option(help="Split of the data.")] = "val",
     images: Annotated[Optional[str], typer.Option(help="Image folder of a COCO file \\[default: beside it].")] = None,
+    conf: Annotated[Optional[float], typer.Option(help="Drop detections scored below this, as fcos predict --conf, "
+                                                  "and count the confusion matrix there \\[default: keep all; the "
+                                                  "matrix at the best-F1 confidence].", min=0.0, max=1.0)] = None,
+    iou: Annotated[Optional[float], typer.Option(help="NMS IoU threshold \\[default: the weights' config].",
+                                                 min=0.0, max=1.0)] = None,
+    max_det: Annotated[Optional[int], typer.Option(help="Detections per image \\[default: the weights' config].",
+                                                   callback=positive("--max-det"))] = None,
     batch_size: Annotated[int, typer.Option(help="Images per batch.", callback=positive("--batch-size"))] = 8,
-    img_size: Annotated[Optional[int], typer.Option(help="Longest side \\[default: the weights' training size].",
+    img_size: Annotated[Optional[int], typer.Option(help="Longest side, or the short side with --max-size "
+                                                    "\\[default: the weights' training size].",
                                                     callback=positive("--img-size"))] = None,
+    max_size: Annotated[Optional[int], typer.Option(help="Cap on the long side; makes --img-size the short side "
+                                                    "(COCO: --img-size 800 --max-size 1333) \\[default: the weights'].",
+                                                    callback=positive("--max-size"))] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.", callback=device_option)] = "auto",
     half: Annotated[bool, typer.Option("--half/--no-half", "--amp/--no-amp",
                                        help="Half precision: fp16 on CUDA, bf16 on CPU.")] = False,
@@ -380,10 +398,12 @@ def eval_cmd(
     project: Annotated[str, typer.Option(help="Parent folder of eval outputs.")] = "runs/eval",
     name: Annotated[str, typer.Option(help="Output folder name (numbered when taken).")] = "exp",
 ) -> None:
-    """COCO mAP of a weights file on a dataset; writes results.json, metrics.json and pr_curve.png."""
+    """COCO mAP of a weights file on a dataset, per-class precision/recall, the confidence to deploy (best F1)
+    and a confusion matrix; writes results.json, metrics.json, curves, the matrix and sample drawings."""
     from . import checkpoint
-    from .data import open_split
+    from .data import open_recorded, open_split
     from .engine.common import resolve_device
+    from .engine.distributed import close_distributed, init_distributed
     from .engine.evaluate import evaluate
     from .engine.predict import inference_amp
     from .model.optimize import optimize_for_inference
@@ -391,23 +411,43 @@ def eval_cmd(
     if half and fp32:
         fail("--half and --fp32 contradict each other: give one")
     path = call(resolve_weights, weights) if weights else call(default_weights)
-    console.print(f"weights: {path}")
     dev = call(resolve_device, device)
+    ranks, dev = call(init_distributed, dev)  # under torchrun: each rank predicts its share, rank 0 scores
+    if not ranks.is_main:
+        console.quiet = err_console.quiet = True
+    console.print(f"weights: {path}")
     model, cfg, class_names = call(checkpoint.load, path, dev)
-    index = call(open_split, data, "val", images)
+    with ranks.main_first():  # rank 0 writes the demo cache before the others read it
+        if data is None:
+            index = call(open_recorded, cfg.data, split, cfg.train.seed)
+        else:
+            index = call(open_split, data, split, images)
+    if data is None:
+        console.print(f"data: {index.source or cfg.data.train} ({split} split, recorded in the weights)",
+                      highlight=False, soft_wrap=True)
     report_data(index)
     if index.class_names != class_names:
         fail(f"the data's classes {index.class_names} differ from the weights' classes {class_names}")
-    if img_size:
-        cfg.data.img_size = img_size
-    out = run_dir_for(project, name)
+    set_input_size(cfg.data, img_size, max_size)
+    cfg.post.nms_iou = cfg.post.nms_iou if iou is None else iou
+    cfg.post.max_detections = max_det or cfg.post.max_detections
+    out = ranks.share(run_dir_for(project, name) if ranks.is_main else None)
     amp = inference_amp(dev, half, fp32)
     precision = ("fp16 autocast" if dev.type == "cuda" else "bf16 autocast") if amp else "float32"
-    console.print(f"precision: {precision}", highlight=False)
+    console.print(f"precision: {precision}; input: {describe_size(cfg.data)}"
+                  f"{f'; {ranks.world_size} processes' if ranks.enabled else ''}", highlight=False)
     fast = optimize_for_inference(model, compile=compile)  # a copy: folded BatchNorm, channels_last
-    result = call(evaluate, fast, cfg, index, dev, batch_size=batch_size, amp=amp, out_dir=out)
+    try:
+        result = call(evaluate, fast, cfg, index, dev, batch_size=batch_size, amp=amp,
+                      out_dir=out if ranks.is_main else None, conf=conf, ranks=ranks)
+    finally:
+        close_distributed()
+    if result is None:  # not rank 0
+        return
     print_metrics(result)
-    console.print(f"wrote {out}/results.json, metrics.json, pr_curve.png")
+    samples = f", samples/ ({min(4, len(index.records))} images)" if index.records else ""
+    console.print(f"wrote {out}/results.json, metrics.json, pr_curve.png, confidence_curves.png, "
+                  f"confusion_matrix.png{samples}", highlight=False, soft_wrap=True)
 
 
 @app.command("predict")
@@ -422,8 +462,12 @@ def predict_cmd(
                                                  min=0.0, max=1.0)] = None,
     max_det: Annotated[Optional[int], typer.Option(help="Detections per image \\[default: the weights' config].",
                                                    callback=positive("--max-det"))] = None,
-    img_size: Annotated[Optional[int], typer.Option(help="Longest side \\[default: the weights' training size].",
+    img_size: Annotated[Optional[int], typer.Option(help="Longest side, or the short side with --max-size "
+                                                    "\\[default: the weights' training size].",
                                                     callback=positive("--img-size"))] = None,
+    max_size: Annotated[Optional[int], typer.Option(help="Cap on the long side; makes --img-size the short side "
+                                                    "(COCO: --img-size 800 --max-size 1333) \\[default: the weights'].",
+                                                    callback=positive("--max-size"))] = None,
     batch_size: Annotated[int, typer.Option(help="Images per batch.", callback=positive("--batch-size"))] = 8,
     half: Annotated[bool, typer.Option("--half/--no-half", "--amp/--no-amp",
                                        help="Half precision: fp16 on CUDA, bf16 on CPU.")] = False,
@@ -467,7 +511,7 @@ def predict_cmd(
         category_ids = json.loads(metadata.get("fcos_cli.category_ids", "null"))
         cfg.post.nms_iou = cfg.post.nms_iou if iou is None else iou
         cfg.post.max_detections = max_det or cfg.post.max_detections
-        cfg.data.img_size = img_size or cfg.data.img_size
+        set_input_size(cfg.data, img_size, max_size)
         if half and fp32:
             fail("--half and --fp32 contradict each other: give one")
         fast = optimize_for_inference(model, compile=compile)  # a copy: folded BatchNorm, channels_last
@@ -498,8 +542,12 @@ def inspect_targets_cmd(
     preset: Annotated[PresetName, typer.Option(help="FCOS variant (ignored with --weights).")] = "improved",
     weights: Annotated[Optional[str], typer.Option("--weights", "-w", help="Take the settings of these weights "
                                                   "(a file or a published detector).", callback=weights_option)] = None,
-    img_size: Annotated[Optional[int], typer.Option(help="Longest side \\[default: the weights' size, else 800].",
+    img_size: Annotated[Optional[int], typer.Option(help="Longest side, or the short side with --max-size "
+                                                    "\\[default: the weights' size, else 800].",
                                                     callback=positive("--img-size"))] = None,
+    max_size: Annotated[Optional[int], typer.Option(help="Cap on the long side; makes --img-size the short side "
+                                                    "(COCO: --img-size 800 --max-size 1333) \\[default: the weights'].",
+                                                    callback=positive("--max-size"))] = None,
     size_ranges: Annotated[Optional[str], typer.Option(help="Level boundaries m_1..m_4, e.g. 64,128,256,512.")] = None,
     center_sampling_radius: Annotated[Optional[float], typer.Option(help="In strides; 0 turns it off.", min=0.0)] = None,
     num_images: Annotated[int, typer.Option(help="Images to explain.", callback=positive("--num-images"))] = 4,
@@ -523,7 +571,7 @@ def inspect_targets_cmd(
     else:
         cfg = call(make_preset, preset)
         cfg.data.img_size = 800
-    cfg.data.img_size = img_size or cfg.data.img_size
+    set_input_size(cfg.data, img_size, max_size)
     if size_ranges:
         cfg.targets.size_ranges = parse_size_ranges(size_ranges, len(cfg.model.fpn.levels))
     if center_sampling_radius is not None:
@@ -534,7 +582,7 @@ def inspect_targets_cmd(
     out = run_dir_for(project, name)
     stats = call(inspect_dataset, index, cfg, num_images, out, draw)
     table = Table("", *stats, title=f"Target assignment on {min(num_images, len(index.records))} images "
-                  f"(img-size {cfg.data.img_size}, ranges {list(cfg.targets.size_ranges)}, "
+                  f"({describe_size(cfg.data)}, ranges {list(cfg.targets.size_ranges)}, "
                   f"radius {cfg.targets.center_sampling_radius})")
     rows = [("best possible recall", lambda s: f"{s['bpr']:.3f}"), ("boxes", lambda s: str(s["boxes"])),
             ("boxes without positives", lambda s: str(s["boxes_without_positives"])),

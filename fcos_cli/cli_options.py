@@ -213,6 +213,21 @@ def given_options(ctx: typer.Context) -> dict[str, str]:
             if (source := ctx.get_parameter_source(p.name)) is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")}
 
 
+def set_input_size(data, img_size: int | None, max_size: int | None) -> None:
+    """--img-size / --max-size over a config's `DataConfig`: --img-size alone is a longest side (the cap is
+    dropped), with --max-size a short side; --max-size alone makes the config's size a short side."""
+    if img_size is not None:
+        data.img_size, data.max_size = img_size, max_size
+    elif max_size is not None:
+        data.max_size = max_size
+
+
+def describe_size(data) -> str:
+    if data.max_size is None:
+        return f"longest side {data.img_size}"
+    return f"short side {data.img_size}, long side at most {data.max_size}"
+
+
 def parse_size_pair(text: str, flag: str) -> tuple[int, int]:
     values = parse_int_list(text, flag)
     if len(values) == 1:
@@ -223,6 +238,8 @@ def parse_size_pair(text: str, flag: str) -> tuple[int, int]:
 
 
 def print_metrics(result) -> None:
+    """The COCO table, AP per class (with counts and precision/recall at the best-F1 confidence when `result`
+    has diagnostics), the best-F1 confidence to deploy and, for a few classes, the confusion matrix."""
     from rich.table import Table
 
     if result is None:
@@ -231,8 +248,37 @@ def print_metrics(result) -> None:
     for key in ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR100"):
         table.add_row(key, f"{result.metrics[key]:.3f}")
     console.print(table)
-    per_class = Table("class", "AP", title="AP per class")
-    for name, ap in result.per_class_ap.items():
-        per_class.add_row(name, "-" if ap != ap else f"{ap:.3f}")
-    console.print(per_class)
+    diag = result.diagnostics
+    if diag is None:
+        per_class = Table("class", "AP", title="AP per class")
+        for name, ap in result.per_class_ap.items():
+            per_class.add_row(name, "-" if ap != ap else f"{ap:.3f}")
+        console.print(per_class)
+    else:
+        from .engine.diagnostics import conf_text
+        from .engine.evaluate import per_class_rows
+
+        names = list(result.per_class_ap)
+        conf = conf_text(diag.best_conf)
+        per_class = Table("class", "images", "instances", "AP", "AP50", "P", "R",
+                          title=f"AP per class; P and R at the best-F1 confidence {conf}, IoU 0.5")
+        for row in per_class_rows(result, names):
+            per_class.add_row(row["class"], str(row["images"]), str(row["instances"]),
+                              *("-" if row[k] != row[k] else f"{row[k]:.3f}" for k in ("AP", "AP50", "precision", "recall")))
+        console.print(per_class)
+        if len(names) <= 10:  # larger matrices are read in confusion_matrix.png / metrics.json
+            matrix = Table("true / predicted", *names, "background",
+                           title=f"Confusion matrix (IoU 0.5, confidence >= {conf_text(diag.confusion_conf)})")
+            for name, row in zip([*names, "background"], diag.confusion.tolist()):
+                matrix.add_row(name, *map(str, row))
+            console.print(matrix)
+        if diag.best_f1 > 0:
+            console.print(f"best F1 {diag.best_f1:.3f} at confidence {conf} (IoU 0.5): deploy with "
+                          f"fcos predict --conf {conf}", highlight=False, soft_wrap=True)
+        else:
+            console.print("best F1 0: no detection finds a box at IoU 0.5, so no confidence to recommend",
+                          highlight=False, soft_wrap=True)
     console.print(f"mAP {result.metrics['AP']:.3f}  mAP50 {result.metrics['AP50']:.3f}")
+    if result.num_unread:
+        console.print(f"{result.num_unread} image{'s' if result.num_unread > 1 else ''} could not be read: "
+                      f"scored as images without detections", highlight=False)

@@ -114,12 +114,14 @@ class PostprocessConfig:
 
 @dataclass
 class DataConfig:
-    train: str = "demo"  # COCO .json, YOLO data.yaml or "demo"
+    train: str = "demo"  # COCO .json, YOLO data.yaml or "demo" ("": none, imported weights)
     val: str | None = None  # default: the data's own val split
     val_fraction: float = 0.0  # held out of `train` when it has no val split
     images: str | None = None  # image folder of a COCO file
-    img_size: int = 640  # longest side after resize; batches are padded to a multiple of size_divisor
-    multi_scale: tuple[int, ...] = ()  # training picks one longest side per image from these
+    img_size: int = 640  # longest side after resize (short side with max_size); batches pad to size_divisor
+    max_size: int | None = None  # set: img_size is the short side and this caps the long one (COCO: 800/1333)
+    size_rounding: Literal["round", "floor"] = "round"  # short/long sizes: mmdet/detectron2, or torchvision's
+    multi_scale: tuple[int, ...] = ()  # training picks one longest (short, with max_size) side per image
     hflip: float = 0.5
     color_jitter: bool = True
 
@@ -195,13 +197,13 @@ def preset(name: str) -> FCOSConfig:
 # ---- size profiles: a model and the recipe that fits it ----------------------------------------------------------
 
 SIZE_FIELDS = ("model.backbone.name", "model.fpn.out_channels", "model.head.num_convs", "data.img_size",
-               "train.optimizer", "train.lr", "train.warmup_steps", "train.epochs")
+               "data.max_size", "train.optimizer", "train.lr", "train.warmup_steps", "train.epochs")
 SIZES: dict[str, tuple] = {  # values of SIZE_FIELDS
     # 2 CPU cores, about 4.5 minutes on the demo data (the Quickstart): mAP50 about 0.58
-    "n": ("regnetx_002", 64, 2, 320, "adamw", 0.003, 50, 32),
-    "s": ("resnet18", 128, 3, 512, "adamw", 0.001, 300, 24),
-    "m": ("resnet50", 256, 4, 640, "sgd", 0.01, 500, 12),  # the presets' own defaults
-    "l": ("resnet50", 256, 4, 1333, "sgd", 0.01, 500, 12),  # the paper's R-50 1x (longest side 1333)
+    "n": ("regnetx_002", 64, 2, 320, None, "adamw", 0.003, 50, 32),
+    "s": ("resnet18", 128, 3, 512, None, "adamw", 0.001, 300, 24),
+    "m": ("resnet50", 256, 4, 640, None, "sgd", 0.01, 500, 12),  # the presets' own defaults
+    "l": ("resnet50", 256, 4, 800, 1333, "sgd", 0.01, 500, 12),  # the paper's R-50 1x: short side 800, long 1333
 }
 
 
@@ -404,7 +406,8 @@ def assemble(preset_name: str = "improved", size: str | None = None, weights: FC
         if weights is not None:
             cfg.model, cfg.targets, cfg.loss, cfg.post = (copy.deepcopy(getattr(weights, k))
                                                           for k in ("model", "targets", "loss", "post"))
-            cfg.data.img_size = weights.data.img_size
+            cfg.data.img_size, cfg.data.max_size = weights.data.img_size, weights.data.max_size
+            cfg.data.size_rounding = weights.data.size_rounding
             cfg.model.backbone.freeze_stages = cfg.model.backbone.freeze_bn = None
         for path in files:
             merge(cfg, read_config_file(path))

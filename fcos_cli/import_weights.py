@@ -29,7 +29,7 @@ TITLES = {"torchvision": "torchvision", "mmdet": "mmdetection", "fcos-original":
 # Detectron's MSRA ResNet-50/101 (mmdet `style='caffe'`, the FCOS repo): BGR, 0-255, mean only.
 CAFFE_PIXEL_MEAN = (102.9801, 115.9465, 122.7717)
 CAFFE_PIXEL_STD = (1.0, 1.0, 1.0)
-COCO_IMG_SIZE = 1333  # longest side of the 800x1333 scale all three trained and tested at
+COCO_SHORT_SIDE, COCO_MAX_SIZE = 800, 1333  # the scale all three trained and tested at: short 800, long <= 1333
 RESNET_DEPTHS = {(3, 4, 6, 3): "resnet50", (3, 4, 23, 3): "resnet101", (3, 8, 36, 3): "resnet152"}
 BN_EPS = 1e-5  # torch BatchNorm2d's; maskrcnn-benchmark's FrozenBatchNorm2d divides by sqrt(var) alone
 IMPROVED_HINTS = ("imprv", "centeronreg", "normbbox", "tricks")  # FCOS repo / mmdet model-zoo file names
@@ -162,7 +162,11 @@ def _build_config(source: str, variant: str, backbone: str, ours: dict[str, tupl
         m.pixel_mean, m.pixel_std, m.channel_order, m.stride_in_1x1 = CAFFE_PIXEL_MEAN, CAFFE_PIXEL_STD, "bgr", True
     if source == "mmdet":  # mmdet's FCOS test_cfg: score cls * centerness, NMS IoU 0.5
         cfg.post.score_rule, cfg.post.nms_iou = "product", 0.5
-    cfg.data.img_size = COCO_IMG_SIZE
+    cfg.data.img_size, cfg.data.max_size = COCO_SHORT_SIDE, COCO_MAX_SIZE
+    cfg.data.train = ""  # trained elsewhere: no data to fall back on (`fcos eval` without --data says so)
+    # torchvision's transform truncates the resized sides, as maskrcnn-benchmark (the original FCOS) does for the
+    # long one; mmdet rounds them.
+    cfg.data.size_rounding = "round" if source == "mmdet" else "floor"
     return cfg
 
 

@@ -186,7 +186,9 @@ def inspect_dataset(index, cfg, num_images: int, out: Path, draw: bool = True) -
     from .data.transforms import build_transform
 
     cfg.targets.size_ranges = level_size_ranges(cfg)  # the rule's values, for the chosen image size
-    dataset = DetectionDataset(index.records[:num_images], build_transform(cfg.data.img_size, train=False))
+    d = cfg.data
+    transform = build_transform(d.img_size, train=False, max_size=d.max_size, rounding=d.size_rounding)
+    dataset = DetectionDataset(index.records[:num_images], transform)
     strides = [2**lvl for lvl in cfg.model.fpn.levels]
     variants = {
         "chosen": cfg.targets,

@@ -224,6 +224,13 @@ def _config_file(text: str):
         return ["train", "--config", str(tmp / "run.yaml")]
     return setup
 
+def _recorded_data_gone(tmp: Path, run: Path) -> list[str]:
+    """Weights whose recorded validation file has since moved: eval without --data names it."""
+    cfg = json.loads(safe_open(str(run / "best.safetensors"), framework="pt").metadata()["fcos_cli.config"])
+    cfg["data"]["val"] = str(tmp / "gone.json")
+    weights = _with_metadata(run / "best.safetensors", tmp / "w.safetensors", **{"fcos_cli.config": json.dumps(cfg)})
+    return ["eval", "-w", str(weights)]
+
 
 def _project_is_a_file(tmp: Path, run: Path) -> list[str]:
     (tmp / "afile").write_text("x")
@@ -309,6 +316,14 @@ CASES = [
     ("iou-above-one", _option("predict", "x.png", "--iou", "1.5"), ["--iou", "1"]),
     ("conf-below-zero", _option("predict", "x.png", "--conf", "-0.1"), ["--conf", "0"]),
     ("workers-negative", _option("train", "--workers", "-1"), ["--workers", "0 or more"]),
+    ("max-size-zero", _option("train", "--max-size", "0"), ["--max-size", "positive"]),
+    ("eval-max-size-negative", _option("eval", "--max-size", "-5"), ["--max-size", "positive"]),
+    ("eval-conf-above-one", _option("eval", "-w", "{weights}", "--conf", "1.5", data=True), ["--conf", "1"]),
+    ("eval-iou-below-zero", _option("eval", "-w", "{weights}", "--iou", "-0.2", data=True), ["--iou", "0"]),
+    ("eval-max-det-zero", _option("eval", "-w", "{weights}", "--max-det", "0", data=True), ["--max-det", "positive"]),
+    ("eval-split-unknown", _option("eval", "-w", "{weights}", "--split", "test", data=True),
+     ["--split", "'test' is not one of 'train', 'val'"]),
+    ("eval-recorded-data-gone", _recorded_data_gone, ["no --data", "gone.json", "no longer exists", "pass --data"]),
     ("val-fraction-one", _option("train", "--val-fraction", "1"), ["--val-fraction", "[0, 1)"]),
     ("val-fraction-negative", _option("train", "--val-fraction", "-0.2"), ["--val-fraction", "[0, 1)"]),
     ("val-fraction-leaves-nothing", _option("train", "--val-fraction", "0.9", *TINY, data=True),

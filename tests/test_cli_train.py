@@ -69,6 +69,24 @@ def test_weights_bring_their_model_unless_options_say_otherwise(data: Path, trai
     assert f"loaded {total}/{total} tensors" not in wider.output
 
 
+def test_max_size_makes_img_size_the_short_side_and_weights_keep_it(data: Path, trained: Path, tmp_path: Path) -> None:
+    common = ["train", "--data", str(data / "train.json"), "--val-fraction", "0.5", "--epochs", "1", "--batch-size",
+              "2", "--workers", "0", "--project", str(tmp_path)]
+    result = runner.invoke(app, [*common, "-w", str(trained / "last.safetensors"), "--max-size", "160", "--name", "cap"])
+    assert result.exit_code == 0, result.output
+    capped = json.loads((tmp_path / "cap" / "config.json").read_text())["data"]
+    assert (capped["img_size"], capped["max_size"]) == (128, 160)  # the weights' 128 is now the short side
+    result = runner.invoke(app, [*common, "-w", str(tmp_path / "cap" / "last.safetensors"), "--name", "kept"])
+    kept = json.loads((tmp_path / "kept" / "config.json").read_text())["data"]
+    assert result.exit_code == 0 and (kept["img_size"], kept["max_size"]) == (128, 160)
+    result = runner.invoke(app, ["eval", "-w", str(tmp_path / "kept" / "last.safetensors"), "--data",
+                                 str(data / "val.json"), "--project", str(tmp_path), "--name", "e"])
+    assert result.exit_code == 0 and "input: short side 128, long side at most 160" in result.output, result.output
+    result = runner.invoke(app, ["eval", "-w", str(tmp_path / "kept" / "last.safetensors"), "--data",
+                                 str(data / "val.json"), "--project", str(tmp_path), "--img-size", "96"])
+    assert result.exit_code == 0 and "input: longest side 96" in result.output, result.output
+
+
 def test_second_run_gets_a_new_numbered_folder(data: Path, trained: Path) -> None:
     args = ["train", "--data", str(data / "train.json"), "--val-fraction", "0.5", *TINY, "--epochs", "1",
             "--project", str(trained.parent), "--name", "tiny"]
@@ -87,6 +105,29 @@ def test_eval_prints_metrics_and_writes_results(data: Path, trained: Path, tmp_p
     results = json.loads((tmp_path / "e" / "results.json").read_text())
     assert all(r["category_id"] in (1, 2, 3) and len(r["bbox"]) == 4 for r in results)
     assert (tmp_path / "e" / "pr_curve.png").is_file() or not results
+
+
+def test_eval_without_data_takes_the_recorded_split_and_overrides_postprocessing(data: Path, trained: Path,
+                                                                                  tmp_path: Path) -> None:
+    weights = str(trained / "best.safetensors")
+    result = runner.invoke(app, ["eval", "-w", weights, "--project", str(tmp_path), "--name", "val",
+                                 "--max-det", "3", "--conf", "0.05"])
+    assert result.exit_code == 0, result.output
+    assert f"data: {data / 'val.json'} (val split, recorded in the weights)" in result.output
+    results = json.loads((tmp_path / "val" / "results.json").read_text())
+    per_image = [sum(r["image_id"] == i for r in results) for i in {r["image_id"] for r in results}]
+    assert max(per_image, default=0) <= 3 and all(r["score"] >= 0.05 for r in results)
+    result = runner.invoke(app, ["eval", "-w", weights, "--project", str(tmp_path), "--name", "train",
+                                 "--split", "train"])
+    assert result.exit_code == 0 and f"data: {data / 'train.json'} (train split" in result.output, result.output
+    assert "samples/ (4 images)" in result.output  # the four training images, not the two of val.json
+    # A run validated on a held-out fraction: eval finds the same held-out images again.
+    held = runner.invoke(app, ["train", "--data", str(data / "train.json"), "--val-fraction", "0.5", *TINY,
+                               "--epochs", "1", "--project", str(tmp_path), "--name", "held"])
+    assert held.exit_code == 0, held.output
+    result = runner.invoke(app, ["eval", "-w", str(tmp_path / "held" / "best.safetensors"), "--project",
+                                 str(tmp_path), "--name", "e"])
+    assert result.exit_code == 0 and "samples/ (2 images)" in result.output, result.output
 
 
 def test_eval_refuses_data_with_other_classes(data: Path, trained: Path, tmp_path: Path) -> None:

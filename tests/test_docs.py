@@ -39,7 +39,7 @@ TINY = ["--no-pretrained", "--backbone", "test_resnet", "--img-size", "128", "--
 TINY_DATA = ["--data", "train.json", "--val-data", "val.json"]  # lines without --data would train on `demo`
 OVERRIDES = {  # appended per command
     "inspect-targets": ["--num-images", "2", "--img-size", "256"],
-    "predict": ["--img-size", "256"],  # imported COCO weights would predict at 1333 px
+    "predict": ["--img-size", "256"],  # imported COCO weights would predict at 800 / 1333 px
     "demo-data": ["--num-train", "2", "--num-val", "1"],
     "backbones": ["--limit", "3"],
 }

@@ -80,3 +80,32 @@ def test_predict_with_the_onnx_file_matches_the_weights(overfit, tmp_path: Path)
         assert (a["file_name"], a["category_id"]) == (b["file_name"], b["category_id"])
         np.testing.assert_allclose(a["bbox"], b["bbox"], atol=0.02)
         assert abs(a["score"] - b["score"]) < 1e-4
+
+
+def test_onnx_metadata_carries_the_short_long_resize(overfit, tmp_path: Path, monkeypatch) -> None:
+    """An ONNX file of weights with max_size resizes as the weights do: short side, capped long side."""
+    from fcos_cli.engine import predict as predict_module
+    from fcos_cli.engine.predict import onnx_predict, predict
+    from fcos_cli.export import export_onnx
+
+    result, _ = overfit
+    model, cfg, names = checkpoint.load(result.best)
+    cfg.data.img_size, cfg.data.max_size = 160, 200
+    export_onnx(model, cfg, names, tmp_path / "m.onnx", torch.rand(1, 3, 160, 192))
+    seen = []
+
+    class Recording:  # the session, recording the size of what it is given
+        def __init__(self, path: str, _) -> None:
+            self.session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+
+        def run(self, outputs, feeds):
+            seen.append(feeds["images"].shape[-2:])
+            return self.session.run(outputs, feeds)
+
+    monkeypatch.setattr(predict_module, "_onnx_session", Recording)
+    image = np.random.default_rng(0).integers(0, 256, (120, 300, 3), dtype=np.uint8)
+    ours = onnx_predict(tmp_path / "m.onnx", [image])[0]
+    assert seen == [(80, 200)]  # short side 160 would make it 400 wide: the 200 cap wins
+    reference = predict(model, cfg, [image])[0]
+    assert len(ours["boxes"]) == len(reference["boxes"])
+    torch.testing.assert_close(ours["boxes"], reference["boxes"], atol=0.05, rtol=1e-3)

@@ -229,7 +229,7 @@ def test_torchvision_predictions_equal_torchvisions(tmp_path: Path) -> None:
 
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 256, (320, 320, 3), dtype=np.uint8), rng.integers(0, 256, (256, 320, 3), dtype=np.uint8)]
-    cfg.data.img_size, cfg.post.score_thresh = 320, 0.0  # longest side 320: our resize leaves them as they are
+    cfg.data.img_size, cfg.data.max_size, cfg.post.score_thresh = 320, 320, 0.0  # torchvision's rule at 320/320
     ours = fcos_cli.predict(model, cfg, images)
     tv.score_thresh = 0.0
     tv.transform.min_size, tv.transform.max_size = (320,), 320  # scale min(320/short, 320/long) = 1: no resize
@@ -240,6 +240,35 @@ def test_torchvision_predictions_equal_torchvisions(tmp_path: Path) -> None:
         torch.testing.assert_close(our["boxes"], their["boxes"], rtol=1e-4, atol=1e-4)
         torch.testing.assert_close(our["scores"], their["scores"], rtol=1e-4, atol=1e-4)
         assert [ids[k] for k in our["labels"].tolist()] == their["labels"].tolist()
+
+
+class _Seen(Exception):
+    """Raised once the input is known: the size is the test, not the forward."""
+
+
+def test_torchvision_weights_predict_at_torchvisions_size_by_default(tmp_path: Path, monkeypatch) -> None:
+    tv = torchvision.models.detection.fcos_resnet50_fpn(weights=None, weights_backbone=None).eval()
+    torch.save(tv.state_dict(), tmp_path / "fcos_resnet50_fpn_coco.pth")
+    assert _import(tmp_path / "fcos_resnet50_fpn_coco.pth", "--from", "torchvision").exit_code == 0
+    model, cfg, _ = fcos_cli.load(tmp_path / "fcos_resnet50_fpn_coco.safetensors")
+    assert (cfg.data.img_size, cfg.data.max_size) == (800, 1333)
+    result = CliRunner().invoke(app, ["eval", "-w", str(tmp_path / "fcos_resnet50_fpn_coco.safetensors"),
+                                      "--project", str(tmp_path / "runs")])
+    assert result.exit_code == 2 and "record no data" in result.output  # not the demo data, with other classes
+    seen = []
+
+    def detect(model, cfg, images, sizes, amp=False):  # what the model is given: the batch and its images' sizes
+        seen.append((tuple(images.shape[-2:]), sizes[0]))
+        raise _Seen
+
+    monkeypatch.setattr("fcos_cli.engine.predict.detect", detect)
+    for height, width in [(480, 640), (600, 333), (1001, 3000), (517, 731)]:
+        expected = tuple(tv.transform([torch.zeros(3, height, width)])[0].image_sizes[0])
+        with pytest.raises(_Seen):
+            fcos_cli.predict(model, cfg, [np.zeros((height, width, 3), np.uint8)])
+        padded = tuple(-(-side // cfg.model.size_divisor) * cfg.model.size_divisor for side in expected)
+        assert seen[-1] == (padded, expected), (height, width)
+    assert seen[0] == ((800, 1088), (800, 1066))  # torchvision truncates 1066.7; padded to a multiple of 32
 
 
 def test_missing_tensor_is_an_error_unless_allow_partial(tmp_path: Path) -> None:

@@ -5,11 +5,15 @@ from __future__ import annotations
 import random
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import UserError
 from .records import DatasetIndex, ImageRecord
 
-__all__ = ["DatasetIndex", "ImageRecord", "open_data", "open_split"]
+if TYPE_CHECKING:
+    from ..config import DataConfig
+
+__all__ = ["DatasetIndex", "ImageRecord", "open_data", "open_split", "open_recorded"]
 
 
 def open_split(data: str | Path, split: str = "train", images_dir: str | Path | None = None,
@@ -23,8 +27,8 @@ def open_split(data: str | Path, split: str = "train", images_dir: str | Path | 
 
     if split not in ("train", "val"):
         raise UserError(f"split {split!r}: expected train or val")
-    if str(data) == "demo":
-        return load_coco(ensure_demo_data() / f"{split}.json")
+    if str(data) == "demo":  # evaluated against boxes rebuilt from the records, as YOLO data
+        return replace(load_coco(ensure_demo_data() / f"{split}.json"), coco_file=None)
     path = Path(data)
     if not path.exists():
         raise UserError(f"{flag} {data}: no such file or directory (give a COCO .json, a YOLO data.yaml, or demo)")
@@ -57,7 +61,28 @@ def open_data(data: str | Path, val_data: str | Path | None = None, val_fraction
                             f"use a smaller fraction or --val-data")
         held = set(order[:num_val])
         val = replace(train, records=[r for i, r in enumerate(train.records) if i in held])
-        train = replace(train, records=[r for i, r in enumerate(train.records) if i not in held])
+        train = replace(train, records=[r for i, r in enumerate(train.records) if i not in held], unreadable_ids=[])
     if val is not None and val.class_names != train.class_names:
         raise UserError(f"validation classes {val.class_names} differ from training classes {train.class_names}")
     return train, val
+
+
+def open_recorded(data: DataConfig, split: str = "val", seed: int = 0) -> DatasetIndex:
+    """The split a model was trained or validated on, from the data its config records (`fcos eval` without
+    --data): its validation file, or the same held-out fraction or val split of its training data."""
+    recorded = data.val if split == "val" and data.val else data.train
+    if not recorded:
+        raise UserError("no --data given, and the weights record no data they were trained on (imported "
+                        "weights); pass --data")
+    if recorded != "demo" and not Path(recorded).exists():
+        raise UserError(f"no --data given, and the data recorded in the weights, {recorded}, no longer exists "
+                        f"(paths are relative to where training ran); pass --data")
+    if split == "val" and data.val:
+        return open_split(data.val, "val", flag="--val-data")
+    train, val = open_data(data.train, None, data.val_fraction, seed, data.images)
+    if split == "train":
+        return train
+    if val is None:
+        raise UserError(f"no --data given, and the weights were trained on {data.train} without validation data; "
+                        f"pass --data (or --split train)")
+    return val

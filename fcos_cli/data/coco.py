@@ -97,7 +97,7 @@ def load_coco(json_path: str | Path, images_dir: str | Path | None = None) -> Da
         by_image[ann["image_id"]].append(ann)
     paths = {info["id"]: safe_join(Path(), info["file_name"], f"{json_path}: image {info['id']}") for info in images}
     root = _image_root(json_path, [str(p) for p in paths.values()], images_dir)
-    check, skipped_files, records = BoxCheck(), [], []
+    check, skipped_files, records, unreadable_ids = BoxCheck(), [], [], []
     known = set(paths)
     unknown = sum(len(anns) for image_id, anns in by_image.items() if image_id not in known)
     if unknown:
@@ -109,6 +109,7 @@ def load_coco(json_path: str | Path, images_dir: str | Path | None = None) -> Da
         if isinstance(size, str):
             check.skipped[size] += 1
             skipped_files.append((path, "missing" if size == MISSING_IMAGE else "not a readable image"))
+            unreadable_ids.append(int(info["id"]))
             continue
         width, height = known_size or size
         boxes, labels = [], []
@@ -129,4 +130,4 @@ def load_coco(json_path: str | Path, images_dir: str | Path | None = None) -> Da
         raise UserError(f"{json_path}: none of its {len(images)} images can be read (first: {skipped_files[0][0]}, "
                         f"{skipped_files[0][1]}); check the image folder or pass --images")
     return DatasetIndex(records, [names[c] for c in category_ids], category_ids, dict(check.skipped), check.clipped,
-                        skipped_files, str(json_path))
+                        skipped_files, str(json_path), coco_file=str(json_path), unreadable_ids=unreadable_ids)

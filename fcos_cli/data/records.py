@@ -130,3 +130,7 @@ class DatasetIndex:
     clipped: int = 0  # boxes partly outside the image, cut to it
     skipped_files: list[tuple[Path, str]] = field(default_factory=list)  # images left out and why
     source: str = ""  # the annotation file, for messages
+    # A COCO file is evaluated against itself (crowds, its `area`, its ids): the file, and the ids of its
+    # images that could not be read (they count as images without detections). None: YOLO and demo data.
+    coco_file: str | None = None
+    unreadable_ids: list[int] = field(default_factory=list)

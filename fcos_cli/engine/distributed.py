@@ -1,4 +1,4 @@
-"""Data-parallel training under torchrun: the process group, who writes, and decisions all ranks share."""
+"""Data-parallel training and evaluation under torchrun: the process group, who writes, and what ranks share."""
 
 from __future__ import annotations
 
@@ -62,6 +62,21 @@ class Ranks:
         box = [value]
         dist.broadcast_object_list(box, src=0)
         return box[0]
+
+    def gather(self, value: Any) -> list[Any] | None:
+        """Every rank's `value` on rank 0, in rank order (None on the other ranks)."""
+        if not self.enabled:
+            return [value]
+        gathered = [None] * self.world_size if self.is_main else None
+        dist.gather_object(value, gathered, dst=0)
+        return gathered
+
+    def sync_buffers(self, module: torch.nn.Module) -> None:
+        """Rank 0's buffers (BatchNorm statistics) on every rank: after training steps each rank holds its
+        own, and the evaluated and saved model is rank 0's."""
+        if self.enabled:
+            for buffer in module.buffers():
+                dist.broadcast(buffer.data, src=0)
 
     @contextlib.contextmanager
     def main_first(self) -> Iterator[None]:

@@ -75,7 +75,8 @@ def predict(model: FCOS, cfg: FCOSConfig, images: list[ImageLike], batch_size: i
     """
     model.eval()
     device = next(model.parameters()).device
-    transform = build_transform(cfg.data.img_size, train=False)
+    transform = build_transform(cfg.data.img_size, train=False, max_size=cfg.data.max_size,
+                                rounding=cfg.data.size_rounding)
     results: list[Detections] = []
     for start in range(0, len(images), batch_size):
         items = []
@@ -129,7 +130,8 @@ def onnx_predict(path: Path, images: list[ImageLike]) -> list[Detections]:
         raise UserError(f"{path} is an ONNX file without fcos_cli metadata (export it with `fcos export`)")
     cfg = from_dict(json.loads(metadata["fcos_cli.config"]))
     session = _onnx_session(str(path), onnxruntime)
-    transform = build_transform(cfg.data.img_size, train=False)
+    transform = build_transform(cfg.data.img_size, train=False, max_size=cfg.data.max_size,
+                                rounding=cfg.data.size_rounding)
     results = []
     for image in images:
         pixels = _as_uint8(image)

@@ -238,7 +238,7 @@ def train(cfg: FCOSConfig, train_index: DatasetIndex, val_index: DatasetIndex | 
     Ctrl-C finishes the current step, saves `last.safetensors` and raises `TrainingInterrupted`;
     `cfg.train.max_nonfinite_steps` non-finite steps in a row raise `TrainingDiverged`.
     Under torchrun (`ranks` from `init_distributed`) each rank trains on its share of every epoch and
-    rank 0 alone evaluates and writes `run_dir`.
+    the ranks predict their shares of the validation images; rank 0 alone scores them and writes `run_dir`.
     """
     console = console or Console()
     tc = cfg.train
@@ -343,14 +343,19 @@ def train(cfg: FCOSConfig, train_index: DatasetIndex, val_index: DatasetIndex | 
                     raise TrainingInterrupted(last, epoch, step)
             *totals, seen = ranks.total([*sums.values(), seen], device)  # every rank's images
             sums = dict(zip(sums, totals))
+            evaluated = None
+            if val_index is not None and val_index.records and (epoch % tc.eval_interval == 0 or epoch == tc.epochs):
+                ranks.sync_buffers(eval_model)  # every rank predicts its share with rank 0's model
+                evaluated = evaluate(eval_model, cfg, val_index, device, batch_size=tc.batch_size, amp=tc.amp,
+                                     ranks=ranks)
             if not writes:
                 if ranks.any(stop_requested(), device) and epoch < tc.epochs:
                     raise TrainingInterrupted(last, epoch, step)
                 continue
             row = {"epoch": epoch, "step": step, "lr": optimizer.param_groups[0]["lr"],
                    **{k: v / max(seen, 1) for k, v in sums.items()}, "skipped_steps": skipped}
-            if val_index is not None and val_index.records and (epoch % tc.eval_interval == 0 or epoch == tc.epochs):
-                final = evaluate(eval_model, cfg, val_index, device, batch_size=tc.batch_size, amp=tc.amp)
+            if evaluated is not None:
+                final = evaluated
                 row.update(final.metrics)
             row["seconds"] = round(time.perf_counter() - start, 1)
             rows.append(row)

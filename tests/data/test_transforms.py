@@ -52,3 +52,43 @@ def test_boxes_mostly_cut_off_are_dropped_not_kept_as_slivers() -> None:
     assert np.asarray(out["bboxes"])[1, 2] == pytest.approx(280)
     out = crop(image=image, bboxes=np.array([[260, 0, 360, 100]], dtype=np.float32), labels=np.array([1]))
     assert len(out["bboxes"]) == 0  # 20% visible: dropped
+
+
+def _random_sizes(count: int = 20) -> list[tuple[int, int]]:
+    rng = np.random.default_rng(16)
+    return [(int(w), int(h)) for w, h in rng.integers(40, 2200, size=(count, 2))]
+
+
+def test_short_long_resize_gives_torchvisions_size() -> None:
+    import torch
+    from torchvision.models.detection.transform import GeneralizedRCNNTransform
+
+    reference = GeneralizedRCNNTransform(min_size=800, max_size=1333, image_mean=[0.0] * 3, image_std=[1.0] * 3).eval()
+    ours = build_transform(800, train=False, max_size=1333, rounding="floor")
+    for width, height in _random_sizes():
+        expected = tuple(reference([torch.zeros(3, height, width)])[0].image_sizes[0])  # (H, W)
+        out = ours(image=np.zeros((height, width, 3), np.uint8), bboxes=np.zeros((0, 4)), labels=np.zeros(0))
+        assert out["image"].shape[:2] == expected, (width, height)
+
+
+def test_short_long_resize_gives_mmdetections_size() -> None:
+    ours = build_transform(800, train=False, max_size=1333)
+    rounded_differently = 0
+    for width, height in _random_sizes():
+        # mmcv.rescale_size, as mmdet's Resize(scale=(1333, 800), keep_ratio=True) calls it.
+        scale = min(1333 / max(width, height), 800 / min(width, height))
+        expected = int(height * scale + 0.5), int(width * scale + 0.5)
+        out = ours(image=np.zeros((height, width, 3), np.uint8), bboxes=np.zeros((0, 4)), labels=np.zeros(0))
+        assert out["image"].shape[:2] == expected, (width, height)
+        rounded_differently += int(height * scale) != expected[0] or int(width * scale) != expected[1]
+    assert rounded_differently >= 3  # the sizes really tell the two rounding rules apart
+
+
+def test_short_long_resize_of_a_4_by_3_photo_keeps_boxes_on_their_pixels() -> None:
+    image, boxes, labels = _image_with_boxes()  # 500 x 300
+    out = build_transform(800, train=False, max_size=1333)(image=image, bboxes=boxes, labels=labels)
+    assert out["image"].shape[:2] == (800, 1333)  # the short side would make it 1333.3 wide: the cap wins
+    out = build_transform(800, train=False, max_size=1333)(image=np.zeros((480, 640, 3), np.uint8),
+                                                           bboxes=boxes, labels=labels)
+    assert out["image"].shape[:2] == (800, 1067)
+    np.testing.assert_allclose(np.asarray(out["bboxes"]), boxes * np.array([1067 / 640, 800 / 480] * 2), rtol=1e-5)

@@ -54,3 +54,30 @@ def test_two_ranks_share_epochs_and_weights(tmp_path: Path) -> None:
     assert {"last.safetensors", "best.safetensors", "metrics.csv"} <= {p.name for p in (project / "run").iterdir()}
     with open(project / "run" / "metrics.csv") as f:
         assert [line.split(",")[0] for line in f.read().splitlines()[1:]] == ["1", "2"]
+
+
+def test_two_ranks_evaluate_like_one_process(tmp_path: Path) -> None:
+    """`torchrun ... fcos_cli eval`: each rank predicts its share (5 images: 3 and 2), rank 0 scores all of them."""
+    from fcos_cli.model import build_model
+    from tests.conftest import tiny_config
+
+    demo = write_demo_data(tmp_path / "demo", num_train=1, num_val=5, max_side=128, seed=3)
+    cfg = tiny_config(epochs=1)
+    cfg.model.num_classes, cfg.post.score_thresh = 3, 0.0  # random weights: keep their (many) low scores
+    torch.manual_seed(0)
+    weights = checkpoint.save(tmp_path / "w.safetensors", build_model(cfg.model), cfg,
+                              ["ellipse", "rectangle", "triangle"])
+    args = ["-m", "fcos_cli", "eval", "-w", str(weights), "--data", str(demo / "val.json"), "--device", "cpu",
+            "--fp32", "--batch-size", "1", "--project", str(tmp_path / "runs")]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # as torchrun sets it: the same float sums in both runs
+    one = subprocess.run([sys.executable, *args, "--name", "one"], capture_output=True, text=True, timeout=50, env=env)
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", *args,
+                          "--name", "two"], capture_output=True, text=True, timeout=50, env=env)
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert "2 processes" in two.stdout and two.stdout.count("COCO metrics") == 1  # rank 0 alone prints
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["one", "two"]
+    results = [json.loads((tmp_path / "runs" / n / "results.json").read_text()) for n in ("one", "two")]
+    assert len(results[0]) == 5 * cfg.post.max_detections and results[0] == results[1]
+    metrics = [json.loads((tmp_path / "runs" / n / "metrics.json").read_text()) for n in ("one", "two")]
+    assert metrics[0] == metrics[1]
