@@ -10,8 +10,9 @@ import typer
 
 from . import __version__
 from .cli_options import (OneLineErrors, call, console, default_weights, device_option, err_console, fail,
-                          given_options, output_file, parse_int_list, parse_size_pair, parse_size_ranges, positive,
-                          print_metrics, report_data, run_dir_for, state, valid_if, warn)
+                          given_options, output_file, parse_duration, parse_int_list, parse_size_pair,
+                          parse_size_ranges, positive, print_metrics, report_data, run_dir_for, check_run_name, state,
+                          valid_if, warn)
 
 
 app = typer.Typer(help="FCOS object detection on any timm backbone.", no_args_is_help=True,
@@ -31,7 +32,9 @@ def main(
     debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks for errors.")] = False,
 ) -> None:
     """FCOS object detection on any timm backbone."""
-    state["debug"] = debug
+    import time
+
+    state["debug"], state["started"] = debug, time.monotonic()
 
 
 @app.command("config")
@@ -61,7 +64,11 @@ def demo_data_cmd(
     console.print(f"wrote {num_train} + {num_val} images to {path} (train.json, val.json)")
 
 
-_RESUME_OPTIONS = {"resume", "device", "workers", "compile"}  # how a run is carried on, not what it computes
+_RESUME_OPTIONS = {"resume", "device", "workers", "compile", "time"}  # how a run is carried on, not what it computes
+# Config fields that the data or the -w weights fill in, or that say how a run is carried on: `--resume auto`
+# does not compare them with the options.
+_NOT_COMPARED = {"model.num_classes", "model.pixel_mean", "model.pixel_std", "model.channel_order",
+                 "model.stride_in_1x1", "train.workers", "train.compile", "train.time_limit"}
 
 
 @app.command("train")
@@ -104,8 +111,12 @@ def train_cmd(
                        ] = False,
     weights: Annotated[Optional[Path], typer.Option("--weights", "-w", help="Start from these fcos_cli weights "
                                                    "(fine-tuning; other classes are fine).", exists=True, dir_okay=False)] = None,
-    resume: Annotated[Optional[Path], typer.Option(help="Continue a run from its last.safetensors.",
-                                                  exists=True, dir_okay=False)] = None,
+    resume: Annotated[Optional[str], typer.Option(help="Continue a run from its last.safetensors; auto: continue "
+                                                 "PROJECT/NAME if it has one (these options must be its own), "
+                                                 "else start it.")] = None,
+    time: Annotated[Optional[str], typer.Option("--time", help="Time budget: stop at a step boundary before it "
+                                                "runs out, save and print the --resume line (2h, 90m, 45s, 1h30m; "
+                                                "a plain number is minutes).")] = None,
     pretrained_file: Annotated[Optional[Path], typer.Option(help="Local backbone weights (timm names).",
                                                             exists=True, dir_okay=False)] = None,
     freeze_stages: Annotated[Optional[int], typer.Option(help="Freeze the backbone's stem (0) and first N stages.",
@@ -126,25 +137,28 @@ def train_cmd(
     from .data import open_data
     from .engine.common import resolve_device
     from .engine.distributed import close_distributed, init_distributed
-    from .engine.train import TrainingInterrupted, finetune_model, train
+    from .engine.stop import TIME_LIMIT, TrainingInterrupted
+    from .engine.train import finetune_model, train
     from .model.backbone import check_backbone_name
 
     given = given_options(ctx)
-    if resume:  # everything comes from the run's own config
+    time_limit = parse_duration(time, "--time") if time is not None else None
+    auto = resume == "auto"
+    if resume and not auto:  # everything comes from the run's own config
+        if not Path(resume).is_file():
+            raise typer.BadParameter(f"{resume} is not a file (give a run's last.safetensors, or auto)",
+                                     param_hint="--resume")
         ignored = [flag for name, flag in given.items() if name not in _RESUME_OPTIONS]
         if ignored:
             raise typer.BadParameter(f"a resumed run keeps its own config; drop {', '.join(ignored)} (only "
-                                     f"--device, --workers and --compile may change)", param_hint="--resume")
+                                     f"--device, --workers, --compile and --time may change)", param_hint="--resume")
     dev = call(resolve_device, device)
     ranks, dev = call(init_distributed, dev)  # under torchrun: this process's rank and device
     if not ranks.is_main:  # rank 0 speaks for all
         console.quiet = err_console.quiet = True
     model = None
-    if resume:
+    if resume and not auto:
         cfg = call(checkpoint.read_metadata, resume)[0]
-        cfg.train.compile = compile
-        if "workers" in given:
-            cfg.train.workers = workers
         run_dir = Path(resume).parent
     else:
         cfg = call(make_preset, preset)
@@ -181,6 +195,14 @@ def train_cmd(
         d.train, d.val, d.val_fraction, d.images = data, val_data, val_fraction, images
         d.img_size = source.data.img_size if source is not None and "img_size" not in given else img_size
         run_dir = None
+        if auto:  # the same command again (a requeued job): continue PROJECT/NAME itself, else start it
+            resume = _own_last(Path(project) / check_run_name(name, project), cfg)
+            cfg = call(checkpoint.read_metadata, resume)[0] if resume else cfg
+            run_dir = Path(resume).parent if resume else run_dir_for(project, name, exist_ok=True)
+    if resume:
+        cfg.train.compile = compile
+        if "workers" in given:
+            cfg.train.workers = workers
     with ranks.main_first():  # rank 0 writes the demo cache before the others read it
         train_index, val_index = call(open_data, cfg.data.train, cfg.data.val, cfg.data.val_fraction,
                                       cfg.train.seed, cfg.data.images)
@@ -204,13 +226,19 @@ def train_cmd(
     run_dir = run_dir or ranks.share(run_dir_for(project, name, exist_ok) if ranks.is_main else None)
     console.print(f"training on {len(train_index.records)} images ({', '.join(train_index.class_names)}), "
                   f"validating on {len(val_index.records) if val_index else 0}, device {dev}, run {run_dir}")
+    if time_limit is not None:  # the command's budget (a resumed run gets a new one), less its start-up so far
+        import time as clock
+
+        time_limit = max(time_limit - (clock.monotonic() - state["started"]), 1e-3)
+    cfg.train.time_limit = time_limit
     try:
         result = call(train, cfg, train_index, val_index, run_dir, dev, model=model, console=console,
                       resume=Path(resume) if resume else None, ranks=ranks)
     except TrainingInterrupted as stop:
         err_console.print(f"[yellow]{stop}[/yellow]; continue with: fcos train --resume {stop.last}",
                           highlight=False, soft_wrap=True)
-        raise typer.Exit(130) from None
+        # A signal's usual code (130 SIGINT, 143 SIGTERM); 124 for the time budget, as GNU `timeout`.
+        raise typer.Exit(124 if stop.cause == TIME_LIMIT else 128 + stop.cause) from None
     finally:
         close_distributed()
     if result.skipped_steps:
@@ -218,6 +246,29 @@ def train_cmd(
                           f"(non-finite loss or gradients)", highlight=False)
     print_metrics(result.final)
     console.print(f"{result.seconds:.0f} s; weights: {result.best} (best AP {max(result.best_ap, 0):.3f}), {result.last}")
+
+
+def _own_last(run_dir: Path, cfg) -> str | None:
+    """`--resume auto`: RUN_DIR/last.safetensors if there is one, else None. The options must make the run's own
+    config (a changed job script is an error, not silently ignored)."""
+    from . import checkpoint
+    from .config import to_dict
+
+    last = run_dir / "last.safetensors"
+    if not last.is_file():
+        return None
+
+    def flat(tree: dict, prefix: str = "") -> dict:
+        return {key: value for k, v in tree.items()
+                for key, value in (flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {prefix + k: v}).items()}
+
+    ours, theirs = (flat(json.loads(json.dumps(to_dict(c)))) for c in (cfg, call(checkpoint.read_metadata, last)[0]))
+    differ = [f"{k} {ours.get(k)} (the run's: {theirs.get(k)})" for k in sorted(ours.keys() | theirs.keys())
+              if k not in _NOT_COMPARED and ours.get(k) != theirs.get(k)]
+    if differ:
+        fail(f"--resume auto: {run_dir} was started with other options: {'; '.join(differ[:4])}"
+             f"{' ...' if len(differ) > 4 else ''}; give its options, or another --name")
+    return str(last)
 
 
 @app.command("backbones")
