@@ -235,7 +235,7 @@ def _tiny(argv: list[str]) -> list[str]:
     """Overrides for an `fcos ...` argument list (without `fcos`)."""
     command = argv[0]
     if command == "train":
-        if "--resume" in argv:
+        if "--resume" in argv and argv[argv.index("--resume") + 1] != "auto":
             return []  # a resumed run takes everything from its own config
         return TINY + ([] if "--data" in argv else TINY_DATA)
     return OVERRIDES.get(command, [])
