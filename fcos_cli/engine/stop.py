@@ -98,8 +98,8 @@ class TimeBudget:
 
     A step is followed by a save if training stops after it, or by the epoch end (evaluation, metrics, saves)
     if it is the epoch's last. Each is reserved at the slowest seen so far; before the first is seen, a save
-    counts as one step and an epoch end as one step per validation batch plus a save. `seconds=None`: no budget.
-    The first step always runs, so that every start makes progress.
+    counts as one step, and an epoch end as one step per validation batch, one for metrics and plots and two
+    saves (best and last). `seconds=None`: no budget. The first step always runs, so every start makes progress.
     """
 
     def __init__(self, seconds: float | None, start: float, val_batches: int = 0) -> None:
@@ -121,5 +121,5 @@ class TimeBudget:
             return False
         step = self.slowest["step"]
         save = self.slowest.get("save", step)
-        after = self.slowest.get("end", step * self.val_batches + save) if epoch_ends else save
+        after = self.slowest.get("end", step * (self.val_batches + 1) + 2 * save) if epoch_ends else save
         return time.perf_counter() - self.start + step + after > self.seconds

@@ -66,7 +66,7 @@ def test_sigkill_twice_then_resume_equals_uninterrupted_training(demo: Path, tmp
                            capture_output=True, text=True, timeout=55)
     assert third.returncode == 0, third.stderr
     assert epochs_in(run) == list(range(1, epochs + 1))
-    _assert_sameweights_of(weights_of(last), weights_of(tmp_path / "reference" / "run" / "last.safetensors"))
+    assert_same_weights(weights_of(last), weights_of(tmp_path / "reference" / "run" / "last.safetensors"))
 
 
 def test_ctrl_c_mid_epoch_saves_the_last_step_and_resume_continues_exactly(
@@ -94,7 +94,7 @@ def test_ctrl_c_mid_epoch_saves_the_last_step_and_resume_continues_exactly(
     resumed = train(checkpoint.read_metadata(stop.value.last)[0], index, val, tmp_path / "cut", CPU,
                     progress=False, resume=stop.value.last)
     assert epochs_in(tmp_path / "cut") == [1, 2]
-    _assert_sameweights_of(weights_of(resumed.last), weights_of(full.last))
+    assert_same_weights(weights_of(resumed.last), weights_of(full.last))
     with open(tmp_path / "cut" / "metrics.csv") as a, open(tmp_path / "full" / "metrics.csv") as b:
         for x, y in zip(csv.DictReader(a), csv.DictReader(b)):  # the loss of the cut epoch is kept too
             assert float(x["loss"]) == pytest.approx(float(y["loss"]), rel=1e-5)
@@ -178,4 +178,4 @@ def test_many_nan_losses_in_a_row_stop_training_with_the_checkpoint_intact(
     monkeypatch.setattr(train_module, "loss_for", _nan_at([], set(range(1, 100)), lambda: []))
     with pytest.raises(TrainingDiverged, match=r"3 non-finite losses or gradients in a row.*last\.safetensors"):
         train(cfg, index, None, tmp_path, CPU, progress=False, resume=result.last)
-    _assert_sameweights_of(weights_of(result.last), before)
+    assert_same_weights(weights_of(result.last), before)

@@ -162,7 +162,7 @@ def test_time_budget_stops_before_it_runs_out_saved_and_resumable(demo: Path, tm
 def test_time_option_stops_the_command_before_its_budget_with_exit_124(demo: Path, tmp_path: Path) -> None:
     started = time.perf_counter()
     result = CliRunner().invoke(app, [*train_args(demo, tmp_path, epochs=50), "--time", "3s"])
-    assert time.perf_counter() - started < 3.0 + 0.3  # the budget, and printing the line
+    assert time.perf_counter() - started < 3.0 + 1.0  # the budget; a margin for printing and a loaded machine
     assert result.exit_code == 124, result.output
     assert "time limit reached: stopped at step" in result.output and "fcos train --resume" in result.output
 
@@ -172,7 +172,7 @@ def test_budget_reserves_the_slowest_step_and_what_follows() -> None:
     assert not TimeBudget(None, start=0.0).exhausted(epoch_ends=True)
     budget.slowest["step"] = 1.0
     assert not budget.exhausted(epoch_ends=False)  # 5 + a step + a save (a step's worth) < 10
-    assert budget.exhausted(epoch_ends=True)  # 5 + a step + 3 validation batches + a save > 10
+    assert budget.exhausted(epoch_ends=True)  # 5 + a step + 3 validation batches, plots, 2 saves > 10
     budget.slowest["end"] = 2.0  # measured: cheaper than guessed
     assert not budget.exhausted(epoch_ends=True)
     budget.saved(4.0)  # a slow disk
