@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import typing
 from pathlib import Path
 from typing import Annotated, Literal, Optional
@@ -11,9 +12,9 @@ import typer
 
 from . import __version__
 from .cli_options import (OneLineErrors, call, console, default_weights, describe_size, device_option, err_console,
-                          fail, given_options, numbers_option, output_file, parse_int_list, parse_size_pair,
-                          parse_size_ranges, positive, print_metrics, report_data, resolve_weights, run_dir_for,
-                          set_input_size, state, valid_if, warn, weights_option)
+                          check_run_name, fail, given_options, numbers_option, output_file, parse_duration,
+                          parse_int_list, parse_size_pair, parse_size_ranges, positive, print_metrics, report_data,
+                          resolve_weights, run_dir_for, set_input_size, state, valid_if, warn, weights_option)
 from .config import SIZES, TrainConfig, set_value
 from .zoo import is_detector_name
 
@@ -43,7 +44,7 @@ def main(
     debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks for errors.")] = False,
 ) -> None:
     """FCOS object detection on any timm backbone."""
-    state["debug"] = debug
+    state["debug"], state["started"] = debug, time.monotonic()
 
 
 @app.command("config")
@@ -86,7 +87,11 @@ def demo_data_cmd(
     console.print(f"wrote {num_train} + {num_val} images to {path} (train.json, val.json)")
 
 
-_RESUME_OPTIONS = {"resume", "device", "workers", "compile"}  # how a run is carried on, not what it computes
+_RESUME_OPTIONS = {"resume", "device", "workers", "compile", "time"}  # how a run is carried on, not what it computes
+# Config fields that the data or the -w weights fill in, or that say how a run is carried on: `--resume auto`
+# does not compare them with the options.
+_NOT_COMPARED = {"model.num_classes", "model.pixel_mean", "model.pixel_std", "model.channel_order",
+                 "model.stride_in_1x1", "train.workers", "train.compile", "train.time_limit"}
 DATA, MODEL, OPTIM, OUTPUT, HARDWARE = "Data", "Model", "Optimisation", "Output", "Hardware"
 
 
@@ -202,8 +207,12 @@ def train_cmd(
     set_: Annotated[Optional[list[str]], typer.Option("--set", metavar="KEY=VALUE", help="section.field=value for any config field "
                                                       "(repeatable), e.g. --set train.weight_decay=5e-5; after "
                                                       "--config, before the flags.", rich_help_panel=OPTIM)] = None,
-    resume: Annotated[Optional[Path], typer.Option(help="Continue a run from its last.safetensors.", exists=True,
-                                                   dir_okay=False, rich_help_panel=OUTPUT)] = None,
+    resume: Annotated[Optional[str], typer.Option(help="Continue a run from its last.safetensors; auto: continue "
+                                                  "PROJECT/NAME if it has one (these options must be its own), "
+                                                  "else start it.", rich_help_panel=OUTPUT)] = None,
+    time: Annotated[Optional[str], typer.Option("--time", help="Time budget: stop at a step boundary before it runs "
+                                                "out, save and print the --resume line (2h, 90m, 45s, 1h30m; a plain "
+                                                "number is minutes).", rich_help_panel=OUTPUT)] = None,
     project: Annotated[str, typer.Option(help="Parent folder of runs.", rich_help_panel=OUTPUT)] = "runs/train",
     name: Annotated[str, typer.Option(help="Run name (numbered exp, exp2, ... when taken).", rich_help_panel=OUTPUT)
                     ] = "exp",
@@ -222,11 +231,16 @@ def train_cmd(
     from .config import assemble
 
     given = given_options(ctx)
-    if resume:  # everything comes from the run's own config
+    time_limit = parse_duration(time, "--time") if time is not None else None
+    auto = resume == "auto"
+    if resume and not auto:  # everything comes from the run's own config
+        if not Path(resume).is_file():
+            raise typer.BadParameter(f"{resume} is not a file (give a run's last.safetensors, or auto)",
+                                     param_hint="--resume")
         ignored = [flag for option, flag in given.items() if option not in _RESUME_OPTIONS]
         if ignored:
             raise typer.BadParameter(f"a resumed run keeps its own config; drop {', '.join(ignored)} (only "
-                                     f"--device, --workers and --compile may change)", param_hint="--resume")
+                                     f"--device, --workers, --compile and --time may change)", param_hint="--resume")
     if weights and not resume and (pretrained or pretrained_file):
         raise typer.BadParameter("the detector's weights replace the backbone's; drop --pretrained and "
                                  "--pretrained-file", param_hint="--weights")
@@ -236,13 +250,18 @@ def train_cmd(
         flags["data.max_size"] = None  # --img-size alone is a longest side, whatever the base had
     if resume or weights:
         from .checkpoint import read_metadata
-    weights_path = call(resolve_weights, weights) if weights and not resume else None
+    weights_path = call(resolve_weights, weights) if weights and not (resume and not auto) else None
     source = call(read_metadata, weights_path)[0] if weights_path else None
-    cfg = (call(read_metadata, resume)[0] if resume
+    cfg = (call(read_metadata, resume)[0] if resume and not auto
            else call(assemble, preset or "improved", size, source, config or (), set_ or (), flags))
+    if auto:  # the same command again (a requeued job): continue PROJECT/NAME itself, else start it there
+        resume = _own_last(Path(project) / check_run_name(name, project), cfg)
+        cfg, weights_path = (call(read_metadata, resume)[0], None) if resume else (cfg, weights_path)
+        exist_ok = True
     for key, value in flags.items() if resume else ():  # --workers, --compile: how it runs on
         set_value(cfg, key, value)
-    _train(cfg, weights_path, resume, device, project, name, exist_ok)
+    cfg.train.time_limit = time_limit
+    _train(cfg, weights_path, Path(resume) if resume else None, device, project, name, exist_ok)
 
 
 def _train(cfg, weights: Path | None, resume: Path | None, device: str, project: str, name: str,
@@ -250,7 +269,8 @@ def _train(cfg, weights: Path | None, resume: Path | None, device: str, project:
     """Open the data, build the model (before any run folder: a failed download leaves nothing), train, report."""
     from .engine.common import resolve_device
     from .engine.distributed import close_distributed, init_distributed
-    from .engine.train import TrainingInterrupted, finetune_model, train
+    from .engine.stop import TIME_LIMIT, TrainingInterrupted
+    from .engine.train import finetune_model, train
     from .data import open_data
     from .model.backbone import check_backbone_name
 
@@ -289,13 +309,16 @@ def _train(cfg, weights: Path | None, resume: Path | None, device: str, project:
     run_dir = resume.parent if resume else ranks.share(run_dir_for(project, name, exist_ok) if ranks.is_main else None)
     console.print(f"training on {len(train_index.records)} images ({', '.join(train_index.class_names)}), "
                   f"validating on {len(val_index.records) if val_index else 0}, device {dev}, run {run_dir}")
+    if cfg.train.time_limit is not None:  # the command's budget (a resumed run gets a new one), less its start-up
+        cfg.train.time_limit = max(cfg.train.time_limit - (time.monotonic() - state["started"]), 1e-3)
     try:
         result = call(train, cfg, train_index, val_index, run_dir, dev, model=model, console=console,
                       resume=resume, ranks=ranks)
     except TrainingInterrupted as stop:
         err_console.print(f"[yellow]{stop}[/yellow]; continue with: fcos train --resume {stop.last}",
                           highlight=False, soft_wrap=True)
-        raise typer.Exit(130) from None
+        # A signal's usual code (130 SIGINT, 143 SIGTERM); 124 for the time budget, as GNU `timeout`.
+        raise typer.Exit(124 if stop.cause == TIME_LIMIT else 128 + stop.cause) from None
     finally:
         close_distributed()
     if result.skipped_steps:
@@ -303,6 +326,29 @@ def _train(cfg, weights: Path | None, resume: Path | None, device: str, project:
                           f"(non-finite loss or gradients)", highlight=False)
     print_metrics(result.final)
     console.print(f"{result.seconds:.0f} s; weights: {result.best} (best AP {max(result.best_ap, 0):.3f}), {result.last}")
+
+
+def _own_last(run_dir: Path, cfg) -> str | None:
+    """`--resume auto`: RUN_DIR/last.safetensors if there is one, else None. The options must make the run's own
+    config (a changed job script is an error, not silently ignored); fields left to a rule (None) are not compared."""
+    from . import checkpoint
+    from .config import to_dict
+
+    last = run_dir / "last.safetensors"
+    if not last.is_file():
+        return None
+
+    def flat(tree: dict, prefix: str = "") -> dict:
+        return {key: value for k, v in tree.items()
+                for key, value in (flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {prefix + k: v}).items()}
+
+    ours, theirs = (flat(json.loads(json.dumps(to_dict(c)))) for c in (cfg, call(checkpoint.read_metadata, last)[0]))
+    differ = [f"{k} {ours.get(k)} (the run's: {theirs.get(k)})" for k in sorted(ours.keys() | theirs.keys())
+              if k not in _NOT_COMPARED and ours.get(k) is not None and ours.get(k) != theirs.get(k)]
+    if differ:
+        fail(f"--resume auto: {run_dir} was started with other options: {'; '.join(differ[:4])}"
+             f"{' ...' if len(differ) > 4 else ''}; give its options, or another --name")
+    return str(last)
 
 
 @app.command("backbones")

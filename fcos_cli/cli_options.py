@@ -6,6 +6,11 @@ turns a library `UserError` into that one line (a traceback with `--debug`).
 
 from __future__ import annotations
 
+import contextlib
+import re
+import signal
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import typer
@@ -44,7 +49,8 @@ class OneLineErrors(TyperGroup):
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         try:
-            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+            with _sigterm_unwinds():
+                code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except getattr(click, "NoArgsIsHelpError", ()):  # `fcos` alone: Typer's help as usual (Click >= 8.2)
             return super().main(args, prog_name, complete_var, standalone_mode=True, **extra)
         except click.ClickException as e:
@@ -52,10 +58,31 @@ class OneLineErrors(TyperGroup):
             err_console.print(f"[red]error:[/red] {escape(one_line(e.format_message()))}{escape(hint)}",
                               highlight=False, soft_wrap=True)
             sys.exit(e.exit_code)
-        except typer.Abort:
-            err_console.print("[red]aborted[/red]")
-            sys.exit(1)
+        except (typer.Abort, Terminated) as e:  # Click turns Ctrl-C's KeyboardInterrupt into Abort
+            signum = signal.SIGTERM if isinstance(e, Terminated) else signal.SIGINT
+            err_console.print(f"[yellow]stopped by {signum.name}[/yellow]", highlight=False)
+            sys.exit(128 + signum)  # the shell's code for a process the signal ended
         sys.exit(code if isinstance(code, int) else 0)
+
+
+class Terminated(BaseException):
+    """SIGTERM outside a training loop (which stops at a step boundary instead): unwinds like Ctrl-C, so that
+    temporary files are removed and the command ends with one line. Not an `Exception`: nothing swallows it."""
+
+
+@contextlib.contextmanager
+def _sigterm_unwinds() -> Iterator[None]:
+    def handler(signum, frame) -> None:
+        raise Terminated
+
+    if threading.current_thread() is not threading.main_thread():  # signals only reach the main thread
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def fail(message: str):
@@ -149,11 +176,24 @@ def valid_if(test, expected: str):
 
 
 def device_option(value: str) -> str:
-    import re
-
     if value not in ("auto", "cpu", "cuda") and not re.fullmatch(r"cuda:\d+", value):
         raise typer.BadParameter(f"expected auto, cpu, cuda or cuda:N, got {value!r}")
     return value
+
+
+def parse_duration(text: str, flag: str) -> float:
+    """A time budget in seconds from 2h, 90m, 45s, 1h30m or plain minutes (90)."""
+    try:
+        seconds = float(text) * 60
+    except ValueError:
+        parts = re.fullmatch(r"(?:(\d+(?:\.\d*)?)h)?(?:(\d+(?:\.\d*)?)m)?(?:(\d+(?:\.\d*)?)s)?", text.strip())
+        if not text.strip() or parts is None:
+            raise typer.BadParameter(f"expected a duration like 2h, 90m, 45s, 1h30m or minutes (90), got {text!r}",
+                                     param_hint=flag) from None
+        seconds = sum(float(v or 0) * unit for v, unit in zip(parts.groups(), (3600, 60, 1)))
+    if not 0 < seconds < float("inf"):
+        raise typer.BadParameter(f"must be a positive duration, got {text!r}", param_hint=flag)
+    return seconds
 
 
 def parse_size_ranges(text: str, num_levels: int) -> tuple[float, ...]:
@@ -172,12 +212,16 @@ def run_dir_for(project: str, name: str, exist_ok: bool = False) -> Path:
     file is one error line."""
     from .engine.common import next_run_dir
 
-    if not name or name in (".", "..") or "/" in name or "\\" in name:
-        fail(f"--name {name!r}: expected a plain folder name (it goes under --project {project})")
     try:
-        return next_run_dir(project, name, exist_ok)
+        return next_run_dir(project, check_run_name(name, project), exist_ok)
     except OSError as e:
         fail(f"--project {project}: cannot create the run folder {Path(project) / name} ({e.strerror})")
+
+
+def check_run_name(name: str, project: str) -> str:
+    if not name or name in (".", "..") or "/" in name or "\\" in name:
+        fail(f"--name {name!r}: expected a plain folder name (it goes under --project {project})")
+    return name
 
 
 def output_file(output: Path) -> Path:

@@ -144,6 +144,7 @@ class TrainConfig:
     max_nonfinite_steps: int = 20  # stop after this many non-finite losses/gradients in a row
     seed: int = 0
     workers: int = 2
+    time_limit: float | None = None  # seconds: stop at a step boundary before they run out, saved and resumable
 
 
 @dataclass

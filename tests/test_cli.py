@@ -1,16 +1,25 @@
-"""The `fcos` command line: --version, --help, `config`, one-line errors, `python -m fcos_cli`."""
+"""The `fcos` command line: --version, --help, `config`, one-line errors, `python -m fcos_cli`, SIGTERM."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
+from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 import fcos_cli
+from fcos_cli import checkpoint
 from fcos_cli.cli import app
 from fcos_cli.config import from_dict, preset
+from fcos_cli.data.synthetic import write_demo_data
+from fcos_cli.model import build_model
+
+from conftest import tiny_config, wait_for
 
 runner = CliRunner()
 
@@ -77,3 +86,34 @@ def test_python_dash_m_version():
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == f"fcos_cli {fcos_cli.__version__}"
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("command, written", [("eval", "results.json"), ("predict", "predictions.json")])
+def test_sigterm_to_the_group_mid_write_leaves_no_partial_json_and_one_line(command: str, written: str,
+                                                                            tmp_path: Path) -> None:
+    demo = write_demo_data(tmp_path / "demo", num_train=1, num_val=2, max_side=64, seed=1)
+    cfg = tiny_config(epochs=1, img_size=64)
+    cfg.model.num_classes = 3
+    weights = checkpoint.save(tmp_path / "w.safetensors", build_model(cfg.model), cfg,
+                              ["ellipse", "rectangle", "triangle"])
+    args = {"eval": ["eval", "--data", str(demo / "val.json")], "predict": ["predict", str(demo / "images"),
+                                                                      "--no-save-images"]}[command]
+    out = tmp_path / "runs" / "x"
+    process = subprocess.Popen([sys.executable, "-m", "fcos_cli", *args, "-w", str(weights), "--project",
+                                str(out.parent), "--name", out.name], start_new_session=True, text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               env={**os.environ, "FCOS_CLI_TEST_RENAME_DELAY": f"{written}:60"})
+    wait_for(out / f".{Path(written).stem}.tmp.json", process)  # finished in its temporary file, not yet renamed
+    os.killpg(process.pid, signal.SIGTERM)
+    _, err = process.communicate(timeout=30)
+    assert process.returncode == 128 + signal.SIGTERM, err
+    assert [line for line in err.splitlines() if line.strip()] == ["stopped by SIGTERM"]
+    assert not list(out.glob("*.json")) and not list(out.glob(".*"))  # neither the file nor its temporary
+
+
+@pytest.mark.parametrize("text, seconds", [("2h", 7200), ("90m", 5400), ("45s", 45), ("1h30m", 5400),
+                                           ("1h0m30s", 3630), ("1.5h", 5400), ("90", 5400), ("0.5", 30)])
+def test_time_budget_spellings(text: str, seconds: float) -> None:
+    from fcos_cli.cli_options import parse_duration
+
+    assert parse_duration(text, "--time") == seconds

@@ -257,7 +257,7 @@ def _tiny(argv: list[str]) -> list[str]:
     """Overrides for an `fcos ...` argument list (without `fcos`)."""
     command = argv[0]
     if command == "train":
-        if "--resume" in argv:
+        if "--resume" in argv and argv[argv.index("--resume") + 1] != "auto":
             return []  # a resumed run takes everything from its own config
         if PUBLISHED in argv:  # fine-tuning keeps the detector's R-50 model
             return ["--img-size", "128", "--epochs", "1", "--batch-size", "2", "--workers", "0"]

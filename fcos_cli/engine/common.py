@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import signal
 from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
@@ -16,6 +15,7 @@ from ..data.records import DatasetIndex
 from ..data.transforms import build_transform
 from ..config import FCOSConfig
 from ..errors import UserError
+from .stop import ignore_stop_signals
 
 __all__ = ["resolve_device", "autocast", "loader", "next_run_dir", "EpochSampler"]
 
@@ -53,13 +53,8 @@ def loader(index: DatasetIndex, cfg: FCOSConfig, mean: tuple[float, ...], train:
         dataset, batch_size=batch_size or cfg.train.batch_size,
         sampler=EpochSampler(len(dataset), seed, num_replicas, rank) if train else None,
         num_workers=workers, collate_fn=partial(collate, pad_value=mean, size_divisor=cfg.model.size_divisor),
-        pin_memory=torch.cuda.is_available(), worker_init_fn=_ignore_sigint if workers else None,
+        pin_memory=torch.cuda.is_available(), worker_init_fn=ignore_stop_signals if workers else None,
     )
-
-
-def _ignore_sigint(_: int) -> None:
-    """Ctrl-C is the main process's to handle (it finishes the step and saves); workers carry on."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 class EpochSampler(torch.utils.data.Sampler[int]):

@@ -48,12 +48,16 @@ class Ranks:
         return tensor.tolist()
 
     def any(self, flag: bool, device: torch.device) -> bool:
-        """True on every rank when it is true on one: a step is skipped or training stops everywhere at once."""
+        """True on every rank when it is true on one: a step is skipped everywhere at once."""
+        return bool(self.max(int(flag), device))
+
+    def max(self, value: int, device: torch.device) -> int:
+        """The largest of every rank's `value`, on every rank (e.g. why training stops: 0 where it need not)."""
         if not self.enabled:
-            return flag
-        tensor = torch.tensor([float(flag)], device=device)
+            return value
+        tensor = torch.tensor([value], dtype=torch.int64, device=device)
         dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
-        return bool(tensor.item())
+        return int(tensor.item())
 
     def share(self, value: Any) -> Any:
         """Rank 0's `value` on every rank (e.g. the run directory it chose)."""

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import json
 import math
 import os
 import random
-import signal
-import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +31,7 @@ from .common import autocast, loader
 from .distributed import Ranks
 from .evaluate import EvalResult, evaluate
 from .state import load_state, save_state, state_path
+from .stop import TIME_LIMIT, TimeBudget, TrainingInterrupted, start_workers, stop_on_signals
 
 __all__ = ["TrainResult", "TrainingInterrupted", "TrainingDiverged", "train", "build_optimizer", "lr_factor", "finetune_model"]
 
@@ -162,39 +160,8 @@ def _write_csv(rows: list[dict], path: Path) -> None:
         writer.writerows(rows)
 
 
-class TrainingInterrupted(Exception):
-    """Ctrl-C: the step in progress finished and `last` holds it; `--resume last` continues from there."""
-
-    def __init__(self, last: Path, epoch: int, step: int) -> None:
-        super().__init__(f"interrupted at step {step} (epoch {epoch}); saved {last}")
-        self.last, self.epoch, self.step = last, epoch, step
-
-
 class TrainingDiverged(UserError):
     """Too many non-finite steps in a row: no update was made from them, the last checkpoint is intact."""
-
-
-@contextlib.contextmanager
-def _stop_on_signals() -> Iterator[Callable[[], bool]]:
-    """Ctrl-C (SIGINT) or SIGTERM (torchrun, schedulers) asks the loop to stop at the next step boundary;
-    a second signal acts at once, as it would without us."""
-    requested = threading.Event()
-    if threading.current_thread() is not threading.main_thread():  # signals only reach the main thread
-        yield requested.is_set
-        return
-    previous = {}
-
-    def handler(signum, frame) -> None:
-        requested.set()
-        signal.signal(signum, previous[signum])
-
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        previous[signum] = signal.signal(signum, handler)
-    try:
-        yield requested.is_set
-    finally:
-        for signum, old in previous.items():
-            signal.signal(signum, old)
 
 
 def _step(net: torch.nn.Module, model: FCOS, batch, cfg: FCOSConfig, device: torch.device, optimizer, scaler,
@@ -235,7 +202,8 @@ def train(cfg: FCOSConfig, train_index: DatasetIndex, val_index: DatasetIndex | 
 
     `model` starts from given weights (fine-tuning); `resume` (a `last.safetensors` of this run) restores
     the model, optimizer, scheduler, scaler, RNG states, epoch, step and the position inside an epoch.
-    Ctrl-C finishes the current step, saves `last.safetensors` and raises `TrainingInterrupted`;
+    SIGINT (Ctrl-C) or SIGTERM, or `cfg.train.time_limit` seconds about to run out, finish the current step,
+    save `last.safetensors` and raise `TrainingInterrupted`;
     `cfg.train.max_nonfinite_steps` non-finite steps in a row raise `TrainingDiverged`.
     Under torchrun (`ranks` from `init_distributed`) each rank trains on its share of every epoch and
     the ranks predict their shares of the validation images; rank 0 alone scores them and writes `run_dir`.
@@ -289,19 +257,30 @@ def train(cfg: FCOSConfig, train_index: DatasetIndex, val_index: DatasetIndex | 
             with open(run_dir / "metrics.csv") as f:
                 rows = [{k: _number(v) for k, v in r.items()} for r in csv.DictReader(f)][:epoch]
 
+    val_batches = math.ceil(len(val_index.records) / tc.batch_size) if val_index is not None else 0
+    budget = TimeBudget(tc.time_limit, start, val_batches)
+
     def save_last(epoch_done: int, position: dict) -> None:
         """State first, then weights: a kill between the two leaves the previous pair (see `save_state`)."""
+        began = time.perf_counter()
         checkpoint_id = f"{epoch_done}-{step}-{uuid.uuid4().hex[:8]}"  # pairs the weights with their state
         save_state(state_path(last), model, optimizer, scheduler, scaler, epoch_done, step, best_ap, checkpoint_id,
                    position)
         checkpoint.save(last, eval_model, cfg, class_names, extra={**extra, "fcos_cli.checkpoint_id": checkpoint_id,
                                                                    "fcos_cli.epoch": str(epoch_done),
                                                                    "fcos_cli.step": str(step)})
+        budget.saved(time.perf_counter() - began)
 
     columns = [TextColumn("[bold]epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("loss {task.fields[loss]:.3f}  {task.fields[ips]:.1f} img/s"), TimeRemainingColumn()]
     with Progress(*columns, console=console, disable=not (progress and writes), transient=False) as bar, \
-            _stop_on_signals() as stop_requested:
+            stop_on_signals() as signalled:
+
+        def stop_cause(epoch_ends: bool) -> int:
+            """Why to stop at this boundary (0: go on), the same on every rank: a signal, else the time budget
+            (no room for the next step, the epoch's last if `epoch_ends`, and what follows it)."""
+            return ranks.max(signalled() or (TIME_LIMIT if budget.exhausted(epoch_ends) else 0), device)
+
         for epoch in range(first_epoch, tc.epochs + 1):
             model.train()
             done = position.get("batches_done", 0) if epoch == first_epoch else 0
@@ -314,7 +293,7 @@ def train(cfg: FCOSConfig, train_index: DatasetIndex, val_index: DatasetIndex | 
             task = bar.add_task("train", total=steps_per_epoch, completed=done, epoch=f"{epoch}/{tc.epochs}",
                                 loss=sums["loss"] / max(seen, 1), ips=0.0)
             epoch_start, seen_before = time.perf_counter(), seen
-            for batch in data:
+            for batch in start_workers(data):  # no name kept for the iterator: an exception frees its workers
                 if images_seen is not None:
                     images_seen.setdefault(epoch, []).extend(m.image_id for m in batch.metas)
                 losses = _step(net, model, batch, cfg, device, optimizer, scaler, ranks)
@@ -336,11 +315,12 @@ def train(cfg: FCOSConfig, train_index: DatasetIndex, val_index: DatasetIndex | 
                 step, done = step + 1, done + 1
                 bar.update(task, advance=1, loss=sums["loss"] / max(seen, 1),
                            ips=(seen - seen_before) / max(time.perf_counter() - epoch_start, 1e-9))
-                if ranks.any(stop_requested(), device) and done < steps_per_epoch:
+                budget.lap("step")
+                if done < steps_per_epoch and (cause := stop_cause(epoch_ends=done + 1 == steps_per_epoch)):
                     if writes:
                         save_last(epoch - 1, {"batches_done": done, "sums": sums, "seen": seen, "skipped": skipped,
                                               "nonfinite_run": nonfinite_run})
-                    raise TrainingInterrupted(last, epoch, step)
+                    raise TrainingInterrupted(last, epoch, step, cause)
             *totals, seen = ranks.total([*sums.values(), seen], device)  # every rank's images
             sums = dict(zip(sums, totals))
             evaluated = None
@@ -349,8 +329,9 @@ def train(cfg: FCOSConfig, train_index: DatasetIndex, val_index: DatasetIndex | 
                 evaluated = evaluate(eval_model, cfg, val_index, device, batch_size=tc.batch_size, amp=tc.amp,
                                      ranks=ranks)
             if not writes:
-                if ranks.any(stop_requested(), device) and epoch < tc.epochs:
-                    raise TrainingInterrupted(last, epoch, step)
+                budget.lap("end")
+                if epoch < tc.epochs and (cause := stop_cause(epoch_ends=steps_per_epoch == 1)):
+                    raise TrainingInterrupted(last, epoch, step, cause)
                 continue
             row = {"epoch": epoch, "step": step, "lr": optimizer.param_groups[0]["lr"],
                    **{k: v / max(seen, 1) for k, v in sums.items()}, "skipped_steps": skipped}
@@ -372,8 +353,9 @@ def train(cfg: FCOSConfig, train_index: DatasetIndex, val_index: DatasetIndex | 
                 console.print(f"epoch {epoch}: {skipped} steps skipped (non-finite loss or gradients)")
             if on_epoch_end is not None:
                 on_epoch_end(row)
-            if ranks.any(stop_requested(), device) and epoch < tc.epochs:
-                raise TrainingInterrupted(last, epoch, step)
+            budget.lap("end")
+            if epoch < tc.epochs and (cause := stop_cause(epoch_ends=steps_per_epoch == 1)):
+                raise TrainingInterrupted(last, epoch, step, cause)
     if images_seen is not None:
         _write_rank_log(Path(os.environ[RANK_LOG_HOOK]), ranks.rank, model, images_seen)
     return TrainResult(run_dir, last, best, final, best_ap, time.perf_counter() - start,

@@ -1,13 +1,13 @@
-"""Faults during training: SIGKILL (also inside a checkpoint write), Ctrl-C mid-epoch, non-finite losses."""
+"""Faults during training: SIGKILL (also inside a checkpoint write), Ctrl-C mid-epoch, non-finite losses.
+
+Stops as schedulers deliver them (signals to a process group, torchrun, --time) are in test_stop.py."""
 
 from __future__ import annotations
 
 import csv
-import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -22,51 +22,14 @@ from fcos_cli.engine import train as train_module
 from fcos_cli.engine.train import TrainingDiverged, TrainingInterrupted, train
 from fcos_cli.losses import FCOSLosses
 
-from conftest import tiny_config
+from conftest import assert_same_weights, epochs_in, start_fcos, tiny_config, train_args, wait_for, weights_of
 
 CPU = torch.device("cpu")
-TOL = dict(rtol=1e-5, atol=1e-6)
 
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory) -> Path:
     return write_demo_data(tmp_path_factory.mktemp("demo"), num_train=6, num_val=1, max_side=128, seed=4)
-
-
-def _weights(path: Path) -> dict[str, torch.Tensor]:
-    return checkpoint.load(path)[0].state_dict()
-
-
-def _assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
-    assert a.keys() == b.keys()
-    for key in a:
-        torch.testing.assert_close(a[key], b[key], **TOL, msg=key)
-
-
-def _epochs(run: Path) -> list[int]:
-    with open(run / "metrics.csv") as f:
-        return [int(r["epoch"]) for r in csv.DictReader(f)]
-
-
-def _train_args(demo: Path, project: Path, epochs: int) -> list[str]:
-    return ["train", "--data", str(demo / "train.json"), "--val-data", str(demo / "val.json"),
-            "--no-pretrained", "--backbone", "test_resnet", "--img-size", "128", "--fpn-channels", "32", "--head-convs", "2",
-            "--size-ranges", "32,64,128,256", "--optimizer", "adamw", "--lr", "0.003", "--warmup-steps", "2",
-            "--epochs", str(epochs), "--batch-size", "2", "--workers", "0", "--project", str(project),
-            "--name", "run"]
-
-
-def _start(args: list[str], **env: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "fcos_cli", *args], env={**os.environ, **env},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def _wait_for(path: Path, process: subprocess.Popen, timeout: float = 45.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        assert process.poll() is None, f"training ended before {path.name} appeared: {process.communicate()}"
-        assert time.monotonic() < deadline, f"{path} did not appear"
-        time.sleep(0.02)
 
 
 def _kill(process: subprocess.Popen) -> None:
@@ -77,21 +40,21 @@ def _kill(process: subprocess.Popen) -> None:
 
 def test_sigkill_twice_then_resume_equals_uninterrupted_training(demo: Path, tmp_path: Path) -> None:
     epochs = 4
-    reference = CliRunner().invoke(app, _train_args(demo, tmp_path / "reference", epochs))
+    reference = CliRunner().invoke(app, train_args(demo, tmp_path / "reference", epochs))
     assert reference.exit_code == 0, reference.output
     run = tmp_path / "killed" / "run"
     last = run / "last.safetensors"
 
     # 1. Killed at some point after the first checkpoint.
-    first = _start(_train_args(demo, tmp_path / "killed", epochs))
-    _wait_for(last, first)
+    first = start_fcos(train_args(demo, tmp_path / "killed", epochs))
+    wait_for(last, first)
     _kill(first)
     epoch_after_first_kill = int(checkpoint.read_metadata(last)[2]["fcos_cli.epoch"])
     checkpoint.load(last)  # the last complete checkpoint loads
 
     # 2. Resumed, then killed inside the write of the next weights file (the rename is held back).
-    second = _start(["train", "--resume", str(last)], FCOS_CLI_TEST_RENAME_DELAY="last.safetensors:60")
-    _wait_for(run / ".last.tmp.safetensors", second)
+    second = start_fcos(["train", "--resume", str(last)], FCOS_CLI_TEST_RENAME_DELAY="last.safetensors:60")
+    wait_for(run / ".last.tmp.safetensors", second)
     _kill(second)
     assert (run / ".last.tmp.safetensors").exists()  # really killed mid-write
     resumable_epoch = int(checkpoint.read_metadata(last)[2]["fcos_cli.epoch"])
@@ -102,8 +65,8 @@ def test_sigkill_twice_then_resume_equals_uninterrupted_training(demo: Path, tmp
     third = subprocess.run([sys.executable, "-m", "fcos_cli", "train", "--resume", str(last), "--workers", "1"],
                            capture_output=True, text=True, timeout=55)
     assert third.returncode == 0, third.stderr
-    assert _epochs(run) == list(range(1, epochs + 1))
-    _assert_same_weights(_weights(last), _weights(tmp_path / "reference" / "run" / "last.safetensors"))
+    assert epochs_in(run) == list(range(1, epochs + 1))
+    assert_same_weights(weights_of(last), weights_of(tmp_path / "reference" / "run" / "last.safetensors"))
 
 
 def test_ctrl_c_mid_epoch_saves_the_last_step_and_resume_continues_exactly(
@@ -126,28 +89,15 @@ def test_ctrl_c_mid_epoch_saves_the_last_step_and_resume_continues_exactly(
     assert (stop.value.epoch, stop.value.step) == (2, 3)
     metadata = checkpoint.read_metadata(stop.value.last)[2]
     assert (metadata["fcos_cli.epoch"], metadata["fcos_cli.step"]) == ("1", "3")
-    assert _epochs(tmp_path / "cut") == [1]
+    assert epochs_in(tmp_path / "cut") == [1]
     monkeypatch.setattr(train_module, "_step", original)
     resumed = train(checkpoint.read_metadata(stop.value.last)[0], index, val, tmp_path / "cut", CPU,
                     progress=False, resume=stop.value.last)
-    assert _epochs(tmp_path / "cut") == [1, 2]
-    _assert_same_weights(_weights(resumed.last), _weights(full.last))
+    assert epochs_in(tmp_path / "cut") == [1, 2]
+    assert_same_weights(weights_of(resumed.last), weights_of(full.last))
     with open(tmp_path / "cut" / "metrics.csv") as a, open(tmp_path / "full" / "metrics.csv") as b:
         for x, y in zip(csv.DictReader(a), csv.DictReader(b)):  # the loss of the cut epoch is kept too
             assert float(x["loss"]) == pytest.approx(float(y["loss"]), rel=1e-5)
-
-
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
-def test_a_stop_signal_from_the_command_line_saves_and_exits_cleanly(demo: Path, tmp_path: Path, signum) -> None:
-    run = tmp_path / "run"
-    process = _start(_train_args(demo, tmp_path, epochs=30))
-    _wait_for(run / "last.safetensors", process)
-    process.send_signal(signum)
-    out, err = process.communicate(timeout=30)
-    assert process.returncode == 130, err
-    assert "Traceback" not in err and "fcos train --resume" in err
-    epoch = int(checkpoint.read_metadata(run / "last.safetensors")[2]["fcos_cli.epoch"])
-    assert epoch < 30 and _epochs(run) == list(range(1, epoch + 1))
 
 
 def _nan_at(calls: list, bad: set[int], model_params):
@@ -223,9 +173,9 @@ def test_many_nan_losses_in_a_row_stop_training_with_the_checkpoint_intact(
     cfg = tiny_config(epochs=3)
     cfg.train.batch_size, cfg.train.max_nonfinite_steps = 2, 3
     result = train(cfg, index, None, tmp_path, CPU, progress=False)
-    before = _weights(result.last)
+    before = weights_of(result.last)
     cfg.train.epochs = 4
     monkeypatch.setattr(train_module, "loss_for", _nan_at([], set(range(1, 100)), lambda: []))
     with pytest.raises(TrainingDiverged, match=r"3 non-finite losses or gradients in a row.*last\.safetensors"):
         train(cfg, index, None, tmp_path, CPU, progress=False, resume=result.last)
-    _assert_same_weights(_weights(result.last), before)
+    assert_same_weights(weights_of(result.last), before)
