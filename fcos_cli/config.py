@@ -35,7 +35,7 @@ class BackboneConfig:
     # build_model only loads them when True.
     pretrained: bool | None = None
     pretrained_file: str | None = None  # local weights instead of the hub
-    pretrained_tag: str | None = None  # filled when weights load: the timm tag (`resnet50.a1_in1k`) or the file name
+    pretrained_tag: str | None = None  # filled when hub weights load: the timm tag (`resnet50.a1_in1k`)
     pretrained_sha256: str | None = None  # filled when weights load: sha256 of the weights file
     # None: the original recipe from trained weights on a BatchNorm CNN (stem + first stage frozen, BatchNorm
     # frozen), nothing frozen otherwise; build_model writes the resolved values back.
@@ -200,7 +200,7 @@ def preset(name: str) -> FCOSConfig:
 SIZE_FIELDS = ("model.backbone.name", "model.fpn.out_channels", "model.head.num_convs", "data.img_size",
                "data.max_size", "train.optimizer", "train.lr", "train.warmup_steps", "train.epochs")
 SIZES: dict[str, tuple] = {  # values of SIZE_FIELDS
-    # 2 CPU cores, about 4.5 minutes on the demo data (the Quickstart): mAP50 about 0.58
+    # 2 CPU cores, about 4 minutes on the demo data (the Quickstart): mAP50 about 0.58
     "n": ("regnetx_002", 64, 2, 320, None, "adamw", 0.003, 50, 32),
     "s": ("resnet18", 128, 3, 512, None, "adamw", 0.001, 300, 24),
     "m": ("resnet50", 256, 4, 640, None, "sgd", 0.01, 500, 12),  # the presets' own defaults
