@@ -19,7 +19,7 @@ from torch import Tensor
 
 from .atomic import atomic_write
 from .config import TargetsConfig, level_size_ranges
-from .targets import Points, assign_targets, make_points, size_bounds
+from .targets import Points, assign_targets, make_points, pair_tests, size_bounds
 
 __all__ = ["REASONS", "ImageExplanation", "explain_image", "feature_sizes", "summarize", "write_assignments",
            "draw_levels", "points_for_image", "inspect_dataset"]
@@ -59,17 +59,10 @@ def explain_image(name: str, points: Points, boxes: Tensor, labels: Tensor, num_
     ex = ImageExplanation(name, matched=matched, centerness=assigned.centerness[0])
     level = torch.repeat_interleave(torch.arange(len(points.sizes)), torch.tensor(points.num_per_level))  # (P,)
     bounds = torch.tensor(size_bounds(cfg.size_ranges, len(points.sizes)))[level]  # (P, 2)
-    xy = points.xy[:, None, :]  # (P, 1, 2)
-    ltrb = torch.cat([xy - boxes[None, :, :2], boxes[None, :, 2:] - xy], dim=2)  # (P, M, 4)
-    inside = ltrb.amin(2) > 0
-    center = (boxes[:, :2] + boxes[:, 2:]) / 2
-    radius = cfg.center_sampling_radius
-    in_center = ((xy - center[None]).abs().amax(2) < radius * points.strides[:, None]) if radius > 0 else inside
-    extent = ltrb.amax(2)
-    lo, hi = bounds[:, :1], bounds[:, 1:]
-    in_range = (extent >= lo) & (extent <= hi) if cfg.inclusive_size_ranges else (extent > lo) & (extent < hi)
-    eligible = inside & in_center & in_range  # (P, M)
-    ex.ambiguous = eligible.sum(1) >= 2
+    tests = pair_tests(points.xy[:, None, :], boxes[None], points.strides[:, None], bounds[:, :1], bounds[:, 1:],
+                       cfg.center_sampling_radius, cfg.inclusive_size_ranges)  # every (P, M) pair
+    ltrb, inside, in_center, in_range = tests.ltrb, tests.inside, tests.in_center, tests.in_range
+    ex.ambiguous = tests.eligible.sum(1) >= 2
     level_number = [int(math.log2(s)) for s in points.level_strides]  # P3 has stride 8
     for p in (matched >= 0).nonzero().squeeze(1).tolist():
         m = int(matched[p])

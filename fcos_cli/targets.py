@@ -16,7 +16,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-__all__ = ["Points", "AssignedTargets", "make_points", "assign_targets", "size_bounds"]
+__all__ = ["Points", "AssignedTargets", "PairTests", "make_points", "assign_targets", "pair_tests", "size_bounds"]
 
 TORCHVISION_AREA_BASE = 1e8  # torchvision ranks matches by float32(1e8 - area): ties within its 8 ulp
 
@@ -89,6 +89,36 @@ def size_bounds(size_ranges: Sequence[float], num_levels: int) -> list[tuple[flo
     return list(zip(edges[:-1], edges[1:]))
 
 
+class PairTests(NamedTuple):
+    """The rules of FCOS assignment for point/box pairs (any broadcast shape `...`)."""
+
+    ltrb: Tensor  # (..., 4) distances from the point to the box's left, top, right, bottom sides
+    inside: Tensor  # (...,) strictly inside the box (a point on an edge has zero distance, zero center-ness)
+    in_center: Tensor  # (...,) inside the centre region (radius x stride); all True without center sampling
+    in_range: Tensor  # (...,) max(l, t, r, b) within the level's size range
+
+    @property
+    def eligible(self) -> Tensor:
+        return self.inside & self.in_center & self.in_range
+
+
+def pair_tests(xy: Tensor, boxes: Tensor, strides: Tensor | float, lo: Tensor | float, hi: Tensor | float,
+               radius: float, inclusive: bool) -> PairTests:
+    """Each rule for points `xy` (..., 2) against `boxes` (..., 4) xyxy px, written once for `assign_targets`,
+    `inspect_targets` and the tests. `strides`, `lo`, `hi` (the level's m_{i-1}, m_i) broadcast the same way."""
+    ltrb = torch.cat([xy - boxes[..., :2], boxes[..., 2:] - xy], dim=-1)
+    inside = ltrb.amin(dim=-1) > 0
+    if radius > 0:  # center sampling (FCOS "imprv"): only points near the box centre
+        center = (boxes[..., :2] + boxes[..., 2:]) / 2
+        in_center = (xy - center).abs().amax(dim=-1) < radius * strides
+    else:
+        in_center = torch.ones_like(inside)
+    extent = ltrb.amax(dim=-1)
+    # Paper: m_{i-1} <= max(l,t,r,b) <= m_i; torchvision uses strict inequalities.
+    in_range = (extent >= lo) & (extent <= hi) if inclusive else (extent > lo) & (extent < hi)
+    return PairTests(ltrb, inside, in_center, in_range)
+
+
 def _candidate_pairs(points: Points, level: int, start: int, boxes: Tensor, radius: float,
                      lo: float, hi: float) -> tuple[Tensor, Tensor]:
     """Box/point pairs worth testing on one level: each box against the cells its region covers.
@@ -159,15 +189,8 @@ def assign_targets(points: Points, gt_boxes: list[Tensor], gt_labels: list[Tenso
     for level, (lo, hi) in enumerate(size_bounds(size_ranges, len(points.sizes))):
         box_ids, point_ids = _candidate_pairs(points, level, start, boxes, radius, lo, hi)
         start += points.num_per_level[level]
-        xy = points.xy[point_ids]  # (Q, 2)
-        box = boxes[box_ids]
-        ltrb = torch.cat([xy - box[:, :2], box[:, 2:] - xy], dim=1)  # (Q, 4)
-        ok = ltrb.amin(dim=1) > 0
-        if radius > 0:
-            center = (box[:, :2] + box[:, 2:]) / 2
-            ok &= (xy - center).abs().amax(dim=1) < radius * points.level_strides[level]
-        extent = ltrb.amax(dim=1)
-        ok &= (extent >= lo) & (extent <= hi) if inclusive else (extent > lo) & (extent < hi)
+        ok = pair_tests(points.xy[point_ids], boxes[box_ids], points.level_strides[level], lo, hi, radius,
+                        inclusive).eligible  # (Q,)
         pair_box.append(box_ids[ok])
         pair_point.append(point_ids[ok])
     pair_box_t, pair_point_t = torch.cat(pair_box), torch.cat(pair_point)

@@ -12,7 +12,7 @@ import random
 import pytest
 import torch
 
-from fcos_cli.targets import AssignedTargets, Points, assign_targets, make_points, size_bounds
+from fcos_cli.targets import AssignedTargets, Points, assign_targets, make_points, pair_tests, size_bounds
 
 K = 7  # num_classes: the background label
 SIZES_64 = ((8, 8), (4, 4))
@@ -268,7 +268,6 @@ def _dense_reference(points: Points, gt_boxes: list[torch.Tensor], gt_labels: li
     bounds = size_bounds(size_ranges, len(points.sizes))
     lo = torch.cat([torch.full((n,), b[0]) for n, b in zip(points.num_per_level, bounds)])[:, None]  # (P, 1)
     hi = torch.cat([torch.full((n,), b[1]) for n, b in zip(points.num_per_level, bounds)])[:, None]
-    x, y = points.xy[:, 0:1], points.xy[:, 1:2]  # (P, 1)
     num_points = len(points.xy)
     matched, labels, box_targets, centerness = [], [], [], []
     for boxes, lab in zip(gt_boxes, gt_labels):
@@ -279,14 +278,8 @@ def _dense_reference(points: Points, gt_boxes: list[torch.Tensor], gt_labels: li
             box_targets.append(torch.zeros(num_points, 4))
             centerness.append(torch.zeros(num_points))
             continue
-        x1, y1, x2, y2 = (boxes[:, i][None, :] for i in range(4))  # (1, M)
-        ltrb = torch.stack([x - x1, y - y1, x2 - x, y2 - y], dim=2)  # (P, M, 4)
-        ok = ltrb.amin(dim=2) > 0
-        if radius > 0:
-            r = radius * points.strides[:, None]  # (P, 1)
-            ok &= ((x - (x1 + x2) / 2).abs() < r) & ((y - (y1 + y2) / 2).abs() < r)
-        extent = ltrb.amax(dim=2)  # (P, M)
-        ok &= ((extent >= lo) & (extent <= hi)) if inclusive else ((extent > lo) & (extent < hi))
+        tests = pair_tests(points.xy[:, None], boxes[None], points.strides[:, None], lo, hi, radius, inclusive)
+        ltrb, ok = tests.ltrb, tests.eligible  # (P, M, 4), (P, M): every pair, no candidate pre-filter
         area = ((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]))[None, :].expand(num_points, m)
         cost = torch.where(ok, area, torch.full_like(area, math.inf))
         winner = ok & (cost == cost.amin(dim=1, keepdim=True))  # (P, M) smallest area among the valid boxes
@@ -360,3 +353,37 @@ def test_assign_targets_equals_dense_reference_on_random_batches() -> None:
         boundary_hits += int((other.matched != want.matched).sum())  # points with max(l,t,r,b) on a bound
     # the batches really exercise the rules, exact level boundaries included
     assert total_boxes > 100 and total_positives > 3 * total_boxes and boundary_hits > 0
+
+
+def test_inspect_targets_reasons_agree_with_assign_targets_on_random_images() -> None:
+    """`inspect-targets` explains each point inside a box with the same rules: a positive is eligible for its box,
+    a point taken by a smaller box is eligible for both and the winner is not larger, and every eligible point is
+    positive (the candidate pre-filter of `assign_targets` never drops an eligible pair)."""
+    from fcos_cli.config import TargetsConfig
+    from fcos_cli.inspect_targets import explain_image
+
+    checked = {"positive": 0, "taken_by_smaller_box": 0}
+    for seed in range(20):
+        sizes, strides, config, gt_boxes, gt_labels = _random_case(seed)
+        points = make_points(sizes, strides, offset=config["offset"], spacing=config["spacing"])
+        cfg = TargetsConfig(size_ranges=config["size_ranges"], inclusive_size_ranges=config["inclusive"],
+                            center_sampling_radius=config["radius"])
+        boxes, labels = gt_boxes[0], gt_labels[0]
+        ex = explain_image("x", points, boxes, labels, K, cfg)
+        bounds = torch.tensor(size_bounds(cfg.size_ranges, len(points.sizes)))
+        level = torch.repeat_interleave(torch.arange(len(points.sizes)), torch.tensor(points.num_per_level))
+        eligible = pair_tests(points.xy[:, None], boxes[None], points.strides[:, None], bounds[level, :1],
+                              bounds[level, 1:], cfg.center_sampling_radius, cfg.inclusive_size_ranges).eligible
+        area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+        assert torch.equal(eligible.any(1), ex.matched >= 0), seed
+        for p in (ex.matched >= 0).nonzero().squeeze(1).tolist():
+            assert eligible[p, ex.matched[p]]
+            checked["positive"] += 1
+        for row in ex.rejected:
+            if row["reason"] == "taken_by_smaller_box":
+                at = (points.xy[:, 0] == row["x"]) & (points.xy[:, 1] == row["y"]) & (points.strides == 2 ** row["level"])
+                p = int(at.nonzero()[0])  # levels can share a position (offset 0)
+                assert eligible[p, row["box"]] and eligible[p, row["taken_by"]]
+                assert area[row["taken_by"]] <= area[row["box"]] and row["taken_by"] != row["box"]
+                checked["taken_by_smaller_box"] += 1
+    assert checked["positive"] > 100 and checked["taken_by_smaller_box"] > 0, checked
