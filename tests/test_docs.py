@@ -328,7 +328,7 @@ def test_troubleshooting_message_is_current(case: tuple[Line, str], ws: Path, mo
 def test_every_image_in_the_docs_exists() -> None:
     for path in DOC_FILES:
         images = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", path.read_text())
-        assert images, f"{path.name} shows at least one figure"
+        assert images or path.name == "ARCHITECTURE.md", f"{path.name} shows at least one figure"  # not the map
         for image in images:
             file = (path.parent / image).resolve()
             assert file.is_file(), f"{path.name}: {image}"
