@@ -13,15 +13,15 @@ import typer
 from . import __version__
 from .cli_options import (OneLineErrors, call, console, default_weights, describe_size, device_option, err_console,
                           check_run_name, fail, given_options, numbers_option, output_file, parse_duration,
-                          parse_int_list, parse_size_pair, parse_size_ranges, positive, print_metrics, report_data,
+                          parse_size_pair, parse_size_ranges, positive, print_metrics, report_data,
                           resolve_weights, run_dir_for, set_input_size, state, valid_if, warn, weights_option)
-from .config import SIZES, TrainConfig, set_value
+from .config import SIZES, Preset, TrainConfig, set_value
 from .zoo import is_detector_name
 
 _CHOICES = typing.get_type_hints(TrainConfig)
 OptimizerName, ScheduleName = _CHOICES["optimizer"], _CHOICES["schedule"]
 SizeName = Literal[tuple(SIZES)]  # type: ignore[valid-type]
-PresetName = Literal["paper", "improved", "torchvision"]
+PresetName = Preset
 
 
 WEIGHTS_HELP = ("Weights file or a published detector (`fcos weights`) \\[default: newest "

@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
-import json
 import math
 import types
 import typing
@@ -18,7 +17,7 @@ from .errors import UserError, one_line
 
 __all__ = [
     "BackboneConfig", "FPNConfig", "HeadConfig", "ModelConfig", "TargetsConfig", "LossConfig",
-    "PostprocessConfig", "DataConfig", "TrainConfig", "FCOSConfig", "PRESETS", "preset", "SIZES", "apply_size",
+    "PostprocessConfig", "DataConfig", "TrainConfig", "FCOSConfig", "Preset", "PRESETS", "preset", "SIZES", "apply_size",
     "level_size_ranges", "group_count", "resolve", "set_value", "merge", "assemble", "config_keys", "parse_set",
     "read_config_file", "learning_rate",
     "to_dict", "from_dict", "load_config", "CONFIG_VERSION",
@@ -155,7 +154,7 @@ class FCOSConfig:
     post: PostprocessConfig = field(default_factory=PostprocessConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
-    preset: str = "improved"
+    preset: Preset = "improved"
     version: int = CONFIG_VERSION
 
 

@@ -6,7 +6,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -17,11 +17,9 @@ from .config import FCOSConfig, preset
 from .errors import UserError
 from .model import build_model
 
-__all__ = ["Source", "Variant", "SOURCES", "VARIANTS", "ImportReport", "read_checkpoint", "import_weights",
+__all__ = ["SOURCES", "VARIANTS", "ImportReport", "read_checkpoint", "import_weights",
            "CAFFE_PIXEL_MEAN", "CAFFE_PIXEL_STD"]
 
-Source = Literal["torchvision", "mmdet", "fcos-original"]
-Variant = Literal["auto", "paper", "improved"]
 SOURCES: tuple[str, ...] = ("torchvision", "mmdet", "fcos-original")
 VARIANTS: tuple[str, ...] = ("auto", "paper", "improved")
 TITLES = {"torchvision": "torchvision", "mmdet": "mmdetection", "fcos-original": "original FCOS (maskrcnn-benchmark)"}

@@ -24,7 +24,7 @@ from .targets import Points, assign_targets, make_points, pair_tests, size_bound
 __all__ = ["REASONS", "ImageExplanation", "explain_image", "feature_sizes", "summarize", "write_assignments",
            "draw_levels", "points_for_image", "inspect_dataset"]
 
-REASONS = ("outside_center_region", "size_out_of_range", "taken_by_smaller_box")
+REASONS = OUTSIDE_CENTER, OUT_OF_RANGE, TAKEN = ("outside_center_region", "size_out_of_range", "taken_by_smaller_box")
 
 
 def feature_sizes(height: int, width: int, strides: list[int], size_divisor: int = 32) -> tuple[tuple[int, int], ...]:
@@ -77,11 +77,10 @@ def explain_image(name: str, points: Points, boxes: Tensor, labels: Tensor, num_
         ex.boxes.append({"image": name, "box": m, "class": int(labels[m]), "xyxy": [round(v, 2) for v in boxes[m].tolist()],
                          "positives": int(mine.sum()), "levels": {f"P{k}": v for k, v in sorted(per_level.items())}})
         for p in (inside[:, m] & ~mine).nonzero().squeeze(1).tolist():
-            reason = ("outside_center_region" if not in_center[p, m] else
-                      "size_out_of_range" if not in_range[p, m] else "taken_by_smaller_box")
+            reason = OUTSIDE_CENTER if not in_center[p, m] else OUT_OF_RANGE if not in_range[p, m] else TAKEN
             ex.rejected.append({"image": name, "box": m, "level": level_number[level[p]], "x": float(points.xy[p, 0]),
                                 "y": float(points.xy[p, 1]), "reason": reason,
-                                "taken_by": int(matched[p]) if reason == "taken_by_smaller_box" else None})
+                                "taken_by": int(matched[p]) if reason == TAKEN else None})
     return ex
 
 

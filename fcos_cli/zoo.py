@@ -72,7 +72,7 @@ def is_detector_name(spec: str) -> bool:
 def check_detector_name(spec: str) -> None:
     if spec not in DETECTORS:
         close = difflib.get_close_matches(spec, list(DETECTORS), n=3, cutoff=0.5)
-        hint = f"; did you mean {' or '.join(close)}?" if close else f"; `fcos weights` lists them"
+        hint = f"; did you mean {' or '.join(close)}?" if close else "; `fcos weights` lists them"
         raise UserError(f"unknown published detector {spec!r}{hint}")
 
 

@@ -21,9 +21,9 @@ from ..errors import UserError
 __all__ = ["ImageRecord", "DatasetIndex", "read_mapping", "safe_join", "image_size", "BoxCheck"]
 
 _EXIF_ORIENTATION = 0x0112
-# Reasons a box is dropped or changed while reading annotations: the keys of DatasetIndex.skipped / .clipped.
-ZERO_SIZE, OUTSIDE, NOT_FINITE, CLIPPED = ("boxes with zero or negative size", "boxes outside the image",
-                                           "boxes with NaN or infinite coordinates", "boxes clipped to the image")
+# Reasons a box is dropped while reading annotations: the keys of DatasetIndex.skipped.
+ZERO_SIZE, OUTSIDE, NOT_FINITE = ("boxes with zero or negative size", "boxes outside the image",
+                                  "boxes with NaN or infinite coordinates")
 MISSING_IMAGE, UNREADABLE_IMAGE = "images missing", "images not readable"
 
 
