@@ -12,8 +12,9 @@ import typer
 
 from . import __version__
 from .cli_options import (OneLineErrors, call, console, default_weights, describe_size, device_option, err_console,
-                          check_run_name, fail, given_options, numbers_option, output_file, parse_duration,
-                          parse_int_list, parse_size_pair, parse_size_ranges, positive, print_metrics, report_data,
+                          check_run_name, class_list_option, fail, given_options, numbers_option, output_file,
+                          parse_class_list, parse_duration, parse_int_list, parse_size_pair, parse_size_ranges,
+                          positive, print_metrics, report_data,
                           resolve_weights, run_dir_for, set_input_size, state, valid_if, warn, weights_option)
 from .config import SIZES, TrainConfig, set_value
 from .zoo import is_detector_name
@@ -522,11 +523,24 @@ def predict_cmd(
     compile: Annotated[bool, typer.Option("--compile", help="torch.compile the model (slow first batch).")] = False,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.", callback=device_option)] = "auto",
     save_images: Annotated[bool, typer.Option("--save-images/--no-save-images", "--draw/--no-draw",
-                                              help="Write annotated images.")] = True,
+                                              help="Write annotated images (at their path under SOURCE, in their "
+                                              "own format).")] = True,
+    save_txt: Annotated[bool, typer.Option("--save-txt", help="Write labels/PATH.txt per image in YOLO format "
+                                           "(class cx cy w h, normalised).")] = False,
+    save_conf: Annotated[bool, typer.Option("--save-conf", help="Add the score to each --save-txt line.")] = False,
+    save_crop: Annotated[bool, typer.Option("--save-crop", help="Write each detection cut out of its image to "
+                                            "crops/CLASS/PATH.")] = False,
+    classes: Annotated[Optional[str], typer.Option(help="Class indices to keep, e.g. 0,2 \\[default: all].",
+                                                   callback=class_list_option)] = None,
+    line_width: Annotated[Optional[int], typer.Option(help="Box line width in pixels \\[default: from the image "
+                                                      "size].", callback=positive("--line-width"))] = None,
+    hide_labels: Annotated[bool, typer.Option("--hide-labels", help="Draw boxes without class names.")] = False,
+    hide_conf: Annotated[bool, typer.Option("--hide-conf", help="Draw class names without scores.")] = False,
     project: Annotated[str, typer.Option(help="Parent folder of prediction runs.")] = "runs/predict",
     name: Annotated[str, typer.Option(help="Output folder name (numbered when taken).")] = "exp",
 ) -> None:
-    """Detect objects in images: annotated PNGs and predictions.json (COCO results, original pixels)."""
+    """Detect objects in images: annotated copies and predictions.json (COCO results, original pixels); YOLO
+    labels and crops on request. Outputs keep each image's path under SOURCE."""
     from rich.progress import Progress
     from rich.table import Table
 
@@ -534,7 +548,8 @@ def predict_cmd(
 
     from . import checkpoint
     from .engine.common import resolve_device
-    from .engine.predict import collect_images, inference_amp, onnx_predict, predict, predict_files
+    from .engine.predict import (PredictOutputs, collect_images, inference_amp, onnx_predict, predict,
+                                 predict_files, source_root)
     from .model.optimize import optimize_for_inference
 
     path = call(resolve_weights, weights) if weights else call(default_weights)
@@ -549,6 +564,10 @@ def predict_cmd(
         metadata = {p.key: p.value for p in proto.metadata_props}
         class_names = json.loads(metadata.get("fcos_cli.class_names", "[]"))
         category_ids = json.loads(metadata.get("fcos_cli.category_ids", "null"))
+        gate = json.loads(metadata.get("fcos_cli.config", "{}")).get("post", {}).get("score_thresh", 0.0)
+        if conf < gate:
+            warn(f"--conf {conf} is below the score gate {gate} baked into {path.name} at export: no boxes under "
+                 f"{gate} (export with `fcos export --conf {conf}` to keep them)")
         detect = partial(onnx_predict, path)
     else:
         dev = call(resolve_device, device)
@@ -556,6 +575,8 @@ def predict_cmd(
         metadata = call(checkpoint.read_metadata, path)[2]
         category_ids = json.loads(metadata.get("fcos_cli.category_ids", "null"))
         cfg.post.nms_iou = cfg.post.nms_iou if iou is None else iou
+        # The gate before NMS (post.score_thresh) would hide what a lower --conf asks to see: lower it to match.
+        cfg.post.score_thresh = min(cfg.post.score_thresh, conf)
         cfg.post.max_detections = max_det or cfg.post.max_detections
         set_input_size(cfg.data, img_size, max_size)
         if half and fp32:
@@ -563,14 +584,16 @@ def predict_cmd(
         fast = optimize_for_inference(model, compile=compile)  # a copy: folded BatchNorm, channels_last
         detect = partial(predict, fast, cfg, batch_size=batch_size, amp=inference_amp(dev, half, fp32))
     category_ids = category_ids or list(range(1, len(class_names) + 1))
+    keep = parse_class_list(classes, class_names) if classes else None
     out = run_dir_for(project, name)
     console.print(f"weights: {path}; {len(files)} images -> {out}")
     for other in others:
         warn(f"skipped {other}: not an image file")
     with Progress(console=console) as bar:
         task = bar.add_task("predict", total=len(files))
-        run = call(predict_files, detect, class_names, files, out, category_ids, conf, batch_size, save_images,
-                   lambda n: bar.advance(task, n))
+        outputs = PredictOutputs(save_images, save_txt, save_conf, save_crop, line_width, hide_labels, hide_conf)
+        run = call(predict_files, detect, class_names, files, out, category_ids, conf, batch_size, outputs, keep,
+                   source_root(source, files), lambda n: bar.advance(task, n))
     for file, why in run.skipped:
         warn(f"skipped {file}: {why}")
     table = Table("class", "detections", title=f"Detections with score >= {conf}")
