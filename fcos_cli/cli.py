@@ -745,15 +745,26 @@ def export_cmd(
                                                                   "safetensors.")] = "onnx",
     output: Annotated[Optional[Path], typer.Option(help="Output file \\[default: beside the weights; for a published "
                                                    "detector, in the current folder].")] = None,
-    half: Annotated[bool, typer.Option(help="safetensors: store fp16 weights.")] = False,
-    img_size: Annotated[Optional[int], typer.Option(help="Sample size for the export check \\[default: the weights'].",
-                                                    callback=positive("--img-size"))] = None,
+    half: Annotated[bool, typer.Option("--half", help="safetensors: store fp16 weights (ONNX is float32).")] = False,
+    conf: Annotated[float, typer.Option(help="ONNX: the score you deploy with; the check compares detections from "
+                                        "it up, and one below the weights' gate lowers the gate in the graph.",
+                                        min=0.0, max=1.0)] = 0.25,
+    check_images: Annotated[Optional[str], typer.Option(help="ONNX: a folder, glob or image to check the export on "
+                                                        "\\[default: the validation data recorded in the weights, "
+                                                        "else generated demo scenes].")] = None,
+    img_size: Annotated[Optional[int], typer.Option(help="Sample size to trace the export with \\[default: the "
+                                                    "weights'].", callback=positive("--img-size"))] = None,
 ) -> None:
-    """Export a detector: ONNX with NMS inside (checked against PyTorch with onnxruntime), or fp16 safetensors."""
+    """Export a detector: ONNX with NMS inside (checked against PyTorch with onnxruntime on real images), or fp16
+    safetensors."""
     import torch
 
     from . import checkpoint
+    from .errors import UserError
 
+    if half and format == "onnx":
+        fail("--half: the ONNX export is float32 (onnxruntime's CPU kernels are); --format safetensors --half "
+             "stores fp16 weights")
     path = call(resolve_weights, weights) if weights else call(default_weights)
     model, cfg, class_names = call(checkpoint.load, path)
     beside = Path(path.name) if weights and is_detector_name(weights) else path  # not inside the cache
@@ -763,15 +774,23 @@ def export_cmd(
         checkpoint.save(out, model.half() if half else model, cfg, class_names)
         console.print(f"wrote {out}")
         return
-    from .export import compare_onnx, export_onnx
+    from .export import check_images as find_check_images, check_onnx, export_onnx
 
     out = output_file(output) if output else beside.with_suffix(".onnx")
+    images, source = call(find_check_images, cfg, check_images)  # before writing: a wrong folder leaves no file
+    cfg.post.score_thresh = min(cfg.post.score_thresh, conf)  # the graph keeps what --conf deploys
     size = img_size or cfg.data.img_size
     torch.manual_seed(0)
     ids = call(checkpoint.read_metadata, path)[2].get("fcos_cli.category_ids")
     call(export_onnx, model, cfg, class_names, out, torch.rand(1, 3, size, size),
          extra={"fcos_cli.category_ids": ids} if ids else None)
-    check = compare_onnx(out, model, cfg, torch.rand(1, 3, size * 3 // 4, size))  # another size than the export
-    console.print(f"wrote {out}; onnxruntime vs PyTorch on a {size * 3 // 4}x{size} input: "
-                  f"{check['detections']:.0f} detections, max box difference {check['box']:.2e} px, "
-                  f"max score difference {check['score']:.2e}")
+    try:
+        check = check_onnx(out, model, cfg, images, conf, source)
+    except UserError as e:
+        out.unlink(missing_ok=True)  # a file that failed its check must not be deployed by mistake
+        if state["debug"]:
+            raise
+        fail(f"{e}; removed {out}")
+    console.print(f"wrote {out}; onnxruntime vs PyTorch on {check.num_images} images from {source}: "
+                  f"{check.num_detections} detections with score >= {conf} compared, raw head outputs differ by "
+                  f"{check.raw:.1e}, boxes by {check.box:.1e} px, scores by {check.score:.1e}", soft_wrap=True)
