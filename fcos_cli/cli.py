@@ -791,6 +791,7 @@ def export_cmd(
         if state["debug"]:
             raise
         fail(f"{e}; removed {out}")
-    console.print(f"wrote {out}; onnxruntime vs PyTorch on {check.num_images} images from {source}: "
+    images_text = f"{check.num_images} image{'' if check.num_images == 1 else 's'}"
+    console.print(f"wrote {out}; onnxruntime vs PyTorch on {images_text} from {source}: "
                   f"{check.num_detections} detections with score >= {conf} compared, raw head outputs differ by "
                   f"{check.raw:.1e}, boxes by {check.box:.1e} px, scores by {check.score:.1e}", soft_wrap=True)

@@ -196,14 +196,18 @@ def check_onnx(path: Path, model: FCOS, cfg: FCOSConfig, images: list[np.ndarray
             box, score = _matched_differences(*a, *b, conf)
             check.box, check.score = max(check.box, box), max(check.score, score)
     if check.raw > RAW_TOLERANCE or check.box > BOX_TOLERANCE_PX or check.score > SCORE_TOLERANCE:
-        raise UserError(f"{path}: onnxruntime disagrees with PyTorch on {check.num_images} images from {source}: raw "
+        raise UserError(f"{path}: onnxruntime disagrees with PyTorch on {_images(check.num_images)} from {source}: raw "
                         f"head outputs by {check.raw:.2e} (tolerance {RAW_TOLERANCE:g}), boxes by {check.box:.2e} px "
                         f"({BOX_TOLERANCE_PX:g}), scores by {check.score:.2e} ({SCORE_TOLERANCE:g})")
     if check.num_detections == 0:
-        raise UserError(f"{path}: no detections with score >= {conf} on {check.num_images} images from {source}, "
+        raise UserError(f"{path}: no detections with score >= {conf} on {_images(check.num_images)} from {source}, "
                         f"so the check compared none; give --check-images with objects the model finds (or a "
                         f"lower --conf)")
     return check
+
+
+def _images(count: int) -> str:
+    return f"{count} image{'' if count == 1 else 's'}"
 
 
 def _matched_differences(boxes: Tensor, scores: Tensor, labels: Tensor, other_boxes: Tensor, other_scores: Tensor,

@@ -86,6 +86,9 @@ def test_predict_with_the_onnx_file_matches_the_weights(overfit, tmp_path: Path)
         assert run.exit_code == 0, run.output
         outputs[name] = json.loads((tmp_path / name / "predictions.json").read_text())
     assert len(outputs["onnx"]) == len(outputs["torch"]) >= 4
+    below = runner.invoke(app, ["predict", source, "-w", str(onnx_path), "--conf", "0.01", "--no-save-images",
+                                "--project", str(tmp_path), "--name", "below"])
+    assert below.exit_code == 0 and "below the score gate 0.05 baked into m.onnx" in below.stderr
     for a, b in zip(outputs["onnx"], outputs["torch"]):
         assert (a["file_name"], a["category_id"]) == (b["file_name"], b["category_id"])
         np.testing.assert_allclose(a["bbox"], b["bbox"], atol=0.02)
