@@ -12,8 +12,9 @@ import typer
 
 from . import __version__
 from .cli_options import (OneLineErrors, call, console, default_weights, describe_size, device_option, err_console,
-                          check_run_name, fail, given_options, numbers_option, output_file, parse_duration,
-                          parse_size_pair, parse_size_ranges, positive, print_metrics, report_data,
+                          check_run_name, class_list_option, fail, given_options, numbers_option, output_file,
+                          parse_class_list, parse_duration, parse_size_pair, parse_size_ranges,
+                          positive, print_metrics, report_data,
                           resolve_weights, run_dir_for, set_input_size, state, valid_if, warn, weights_option)
 from .config import SIZES, Preset, TrainConfig, set_value
 from .zoo import is_detector_name
@@ -522,11 +523,24 @@ def predict_cmd(
     compile: Annotated[bool, typer.Option("--compile", help="torch.compile the model (slow first batch).")] = False,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.", callback=device_option)] = "auto",
     save_images: Annotated[bool, typer.Option("--save-images/--no-save-images", "--draw/--no-draw",
-                                              help="Write annotated images.")] = True,
+                                              help="Write annotated images (at their path under SOURCE, in their "
+                                              "own format).")] = True,
+    save_txt: Annotated[bool, typer.Option("--save-txt", help="Write labels/PATH.txt per image in YOLO format "
+                                           "(class cx cy w h, normalised).")] = False,
+    save_conf: Annotated[bool, typer.Option("--save-conf", help="Add the score to each --save-txt line.")] = False,
+    save_crop: Annotated[bool, typer.Option("--save-crop", help="Write each detection cut out of its image to "
+                                            "crops/CLASS/PATH.")] = False,
+    classes: Annotated[Optional[str], typer.Option(help="Class indices to keep, e.g. 0,2 \\[default: all].",
+                                                   callback=class_list_option)] = None,
+    line_width: Annotated[Optional[int], typer.Option(help="Box line width in pixels \\[default: from the image "
+                                                      "size].", callback=positive("--line-width"))] = None,
+    hide_labels: Annotated[bool, typer.Option("--hide-labels", help="Draw boxes without class names.")] = False,
+    hide_conf: Annotated[bool, typer.Option("--hide-conf", help="Draw class names without scores.")] = False,
     project: Annotated[str, typer.Option(help="Parent folder of prediction runs.")] = "runs/predict",
     name: Annotated[str, typer.Option(help="Output folder name (numbered when taken).")] = "exp",
 ) -> None:
-    """Detect objects in images: annotated PNGs and predictions.json (COCO results, original pixels)."""
+    """Detect objects in images: annotated copies and predictions.json (COCO results, original pixels); YOLO
+    labels and crops on request. Outputs keep each image's path under SOURCE."""
     from rich.progress import Progress
     from rich.table import Table
 
@@ -534,7 +548,8 @@ def predict_cmd(
 
     from . import checkpoint
     from .engine.common import resolve_device
-    from .engine.predict import collect_images, inference_amp, onnx_predict, predict, predict_files
+    from .engine.predict import (PredictOutputs, collect_images, inference_amp, onnx_predict, predict,
+                                 predict_files, source_root)
     from .model.optimize import optimize_for_inference
 
     path = call(resolve_weights, weights) if weights else call(default_weights)
@@ -549,6 +564,10 @@ def predict_cmd(
         metadata = {p.key: p.value for p in proto.metadata_props}
         class_names = json.loads(metadata.get("fcos_cli.class_names", "[]"))
         category_ids = json.loads(metadata.get("fcos_cli.category_ids", "null"))
+        gate = json.loads(metadata.get("fcos_cli.config", "{}")).get("post", {}).get("score_thresh", 0.0)
+        if conf < gate:
+            warn(f"--conf {conf} is below the score gate {gate} baked into {path.name} at export: no boxes under "
+                 f"{gate} (export with `fcos export --conf {conf}` to keep them)")
         detect = partial(onnx_predict, path)
     else:
         dev = call(resolve_device, device)
@@ -556,6 +575,8 @@ def predict_cmd(
         metadata = call(checkpoint.read_metadata, path)[2]
         category_ids = json.loads(metadata.get("fcos_cli.category_ids", "null"))
         cfg.post.nms_iou = cfg.post.nms_iou if iou is None else iou
+        # The gate before NMS (post.score_thresh) would hide what a lower --conf asks to see: lower it to match.
+        cfg.post.score_thresh = min(cfg.post.score_thresh, conf)
         cfg.post.max_detections = max_det or cfg.post.max_detections
         set_input_size(cfg.data, img_size, max_size)
         if half and fp32:
@@ -563,14 +584,16 @@ def predict_cmd(
         fast = optimize_for_inference(model, compile=compile)  # a copy: folded BatchNorm, channels_last
         detect = partial(predict, fast, cfg, batch_size=batch_size, amp=inference_amp(dev, half, fp32))
     category_ids = category_ids or list(range(1, len(class_names) + 1))
+    keep = parse_class_list(classes, class_names) if classes else None
     out = run_dir_for(project, name)
     console.print(f"weights: {path}; {len(files)} images -> {out}")
     for other in others:
         warn(f"skipped {other}: not an image file")
     with Progress(console=console) as bar:
         task = bar.add_task("predict", total=len(files))
-        run = call(predict_files, detect, class_names, files, out, category_ids, conf, batch_size, save_images,
-                   lambda n: bar.advance(task, n))
+        outputs = PredictOutputs(save_images, save_txt, save_conf, save_crop, line_width, hide_labels, hide_conf)
+        run = call(predict_files, detect, class_names, files, out, category_ids, conf, batch_size, outputs, keep,
+                   source_root(source, files), lambda n: bar.advance(task, n))
     for file, why in run.skipped:
         warn(f"skipped {file}: {why}")
     table = Table("class", "detections", title=f"Detections with score >= {conf}")
@@ -722,15 +745,26 @@ def export_cmd(
                                                                   "safetensors.")] = "onnx",
     output: Annotated[Optional[Path], typer.Option(help="Output file \\[default: beside the weights; for a published "
                                                    "detector, in the current folder].")] = None,
-    half: Annotated[bool, typer.Option(help="safetensors: store fp16 weights.")] = False,
-    img_size: Annotated[Optional[int], typer.Option(help="Sample size for the export check \\[default: the weights'].",
-                                                    callback=positive("--img-size"))] = None,
+    half: Annotated[bool, typer.Option("--half", help="safetensors: store fp16 weights (ONNX is float32).")] = False,
+    conf: Annotated[float, typer.Option(help="ONNX: the score you deploy with; the check compares detections from "
+                                        "it up, and one below the weights' gate lowers the gate in the graph.",
+                                        min=0.0, max=1.0)] = 0.25,
+    check_images: Annotated[Optional[str], typer.Option(help="ONNX: a folder, glob or image to check the export on "
+                                                        "\\[default: the validation data recorded in the weights, "
+                                                        "else generated demo scenes].")] = None,
+    img_size: Annotated[Optional[int], typer.Option(help="Sample size to trace the export with \\[default: the "
+                                                    "weights'].", callback=positive("--img-size"))] = None,
 ) -> None:
-    """Export a detector: ONNX with NMS inside (checked against PyTorch with onnxruntime), or fp16 safetensors."""
+    """Export a detector: ONNX with NMS inside (checked against PyTorch with onnxruntime on real images), or fp16
+    safetensors."""
     import torch
 
     from . import checkpoint
+    from .errors import UserError
 
+    if half and format == "onnx":
+        fail("--half: the ONNX export is float32 (onnxruntime's CPU kernels are); --format safetensors --half "
+             "stores fp16 weights")
     path = call(resolve_weights, weights) if weights else call(default_weights)
     model, cfg, class_names = call(checkpoint.load, path)
     beside = Path(path.name) if weights and is_detector_name(weights) else path  # not inside the cache
@@ -740,15 +774,24 @@ def export_cmd(
         checkpoint.save(out, model.half() if half else model, cfg, class_names)
         console.print(f"wrote {out}")
         return
-    from .export import compare_onnx, export_onnx
+    from .export import check_images as find_check_images, check_onnx, export_onnx
 
     out = output_file(output) if output else beside.with_suffix(".onnx")
+    images, source = call(find_check_images, cfg, check_images)  # before writing: a wrong folder leaves no file
+    cfg.post.score_thresh = min(cfg.post.score_thresh, conf)  # the graph keeps what --conf deploys
     size = img_size or cfg.data.img_size
     torch.manual_seed(0)
     ids = call(checkpoint.read_metadata, path)[2].get("fcos_cli.category_ids")
     call(export_onnx, model, cfg, class_names, out, torch.rand(1, 3, size, size),
          extra={"fcos_cli.category_ids": ids} if ids else None)
-    check = compare_onnx(out, model, cfg, torch.rand(1, 3, size * 3 // 4, size))  # another size than the export
-    console.print(f"wrote {out}; onnxruntime vs PyTorch on a {size * 3 // 4}x{size} input: "
-                  f"{check['detections']:.0f} detections, max box difference {check['box']:.2e} px, "
-                  f"max score difference {check['score']:.2e}")
+    try:
+        check = check_onnx(out, model, cfg, images, conf, source)
+    except UserError as e:
+        out.unlink(missing_ok=True)  # a file that failed its check must not be deployed by mistake
+        if state["debug"]:
+            raise
+        fail(f"{e}; removed {out}")
+    images_text = f"{check.num_images} image{'' if check.num_images == 1 else 's'}"
+    console.print(f"wrote {out}; onnxruntime vs PyTorch on {images_text} from {source}: "
+                  f"{check.num_detections} detections with score >= {conf} compared, raw head outputs differ by "
+                  f"{check.raw:.1e}, boxes by {check.box:.1e} px, scores by {check.score:.1e}", soft_wrap=True)

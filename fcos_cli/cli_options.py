@@ -158,6 +158,22 @@ def parse_int_list(text: str, flag: str) -> tuple[int, ...]:
     return values
 
 
+def class_list_option(value: str | None) -> str | None:
+    """--classes: comma-separated class indices (0 or more), checked against the weights' classes later."""
+    if value is not None and not all(v.strip().isdigit() for v in value.split(",")):
+        raise typer.BadParameter(f"expected comma-separated class indices like 0,2, got {value!r}")
+    return value
+
+
+def parse_class_list(text: str, class_names: list[str]) -> tuple[int, ...]:
+    values = tuple(sorted({int(v) for v in text.split(",")}))
+    if values[-1] >= len(class_names):
+        shown = ", ".join(f"{i} {n}" for i, n in enumerate(class_names[:10]))
+        fail(f"--classes {text}: class {values[-1]} is not in 0..{len(class_names) - 1} ({shown}"
+             f"{', ...' if len(class_names) > 10 else ''})")
+    return values
+
+
 def positive(name: str):
     def check(value):
         if value is not None and value <= 0:

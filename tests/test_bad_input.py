@@ -218,6 +218,14 @@ def _option(*argv: str, data: bool = False):
     return setup
 
 
+def _predict(*argv: str):
+    """`fcos predict` of one tiny image with the module's weights and one bad option."""
+    def setup(tmp: Path, run: Path) -> list[str]:
+        Image.new("RGB", SIZE).save(tmp / "x.png")
+        return ["predict", str(tmp / "x.png"), "-w", str(run / "best.safetensors"), *argv]
+    return setup
+
+
 def _config_file(text: str):
     def setup(tmp: Path, run: Path) -> list[str]:
         (tmp / "run.yaml").write_text(text)
@@ -363,6 +371,15 @@ CASES = [
     ("schedule-unknown", _option("train", "--schedule", "linear", data=True), ["--schedule", "'linear' is not one of 'cosine', 'step'"]),
     ("device-cuda-without-gpu", _option("eval", "-w", "{weights}", "--device", "cuda"), ["--device cuda", "no CUDA"]),
     ("device-unknown", _option("predict", "x.png", "--device", "gpu"), ["--device", "'gpu'", "cuda:N"]),
+    ("classes-not-indices", _option("predict", "x.png", "--classes", "cat,2"), ["--classes", "'cat,2'", "0,2"]),
+    ("classes-out-of-range", _predict("--classes", "0,3"), ["--classes 0,3", "class 3", "0..0", "cat"]),
+    ("line-width-zero", _option("predict", "x.png", "--line-width", "0"), ["--line-width", "positive"]),
+    ("export-half-onnx", _option("export", "-w", "{weights}", "--half"), ["--half", "ONNX", "--format safetensors"]),
+    ("export-check-images-missing", _option("export", "-w", "{weights}", "--check-images", "{tmp}/none"),
+     ["--check-images", "none", "no such file"]),
+    ("export-check-compares-nothing", _option("export", "-w", "{weights}", "--output", "{tmp}/m.onnx"),
+     ["m.onnx", "no detections with score >= 0.25", "compared none", "--check-images", "removed"]),
+    ("export-conf-above-one", _option("export", "-w", "{weights}", "--conf", "2"), ["--conf", "1"]),
     ("export-format-unknown", _option("export", "-w", "{weights}", "--format", "tflite"),
      ["--format", "'tflite' is not one of 'onnx', 'safetensors'"]),
     ("unknown-option", _option("train", "--epoch", "3"), ["--epoch", "--epochs"]),

@@ -1,28 +1,37 @@
-"""ONNX export: onnxruntime gives PyTorch's detections on demo images at two sizes; fp16 safetensors."""
+"""ONNX export: onnxruntime gives PyTorch's detections on demo images at two sizes, and the export's own check
+fails a wrong graph; fp16 safetensors."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
 import onnx
 import onnxruntime
+import pytest
 import torch
 from typer.testing import CliRunner
 
 from fcos_cli import checkpoint
 from fcos_cli.cli import app
 from fcos_cli.data.dataset import read_image
+from fcos_cli.data.synthetic import demo_scene
 from fcos_cli.data.transforms import build_transform
+from fcos_cli.errors import UserError
+from fcos_cli.export import check_onnx, export_onnx
+from fcos_cli.model import build_model
 from fcos_cli.pipeline import detections_for
 
 
 def test_onnx_equals_pytorch_on_demo_images(overfit, tmp_path: Path) -> None:
     result, root = overfit
     out = tmp_path / "model.onnx"
-    run = CliRunner().invoke(app, ["export", "-w", str(result.best), "--output", str(out)])
+    run = CliRunner().invoke(app, ["export", "-w", str(result.best), "--output", str(out), "--check-images",
+                                   str(root / "images")])
     assert run.exit_code == 0, run.output
-    assert "onnxruntime vs PyTorch" in run.output
+    compared = re.search(r"on (\d+) images from .* (\d+) detections with score >= 0.25 compared", run.output)
+    assert compared and int(compared[1]) == 4 and int(compared[2]) >= 10, run.output
     metadata = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
     assert "fcos_cli.config" in metadata and "ellipse" in metadata["fcos_cli.class_names"]
     model, cfg, _ = checkpoint.load(result.best)
@@ -64,7 +73,8 @@ def test_predict_with_the_onnx_file_matches_the_weights(overfit, tmp_path: Path)
     result, root = overfit
     onnx_path = tmp_path / "m.onnx"
     runner = CliRunner()
-    assert runner.invoke(app, ["export", "-w", str(result.best), "--output", str(onnx_path)]).exit_code == 0
+    assert runner.invoke(app, ["export", "-w", str(result.best), "--output", str(onnx_path), "--check-images",
+                               str(root / "images")]).exit_code == 0
     source = str(root / "images" / "train_*.jpg")
     outputs = {}
     for name, weights in (("torch", result.best), ("onnx", onnx_path)):
@@ -76,6 +86,9 @@ def test_predict_with_the_onnx_file_matches_the_weights(overfit, tmp_path: Path)
         assert run.exit_code == 0, run.output
         outputs[name] = json.loads((tmp_path / name / "predictions.json").read_text())
     assert len(outputs["onnx"]) == len(outputs["torch"]) >= 4
+    below = runner.invoke(app, ["predict", source, "-w", str(onnx_path), "--conf", "0.01", "--no-save-images",
+                                "--project", str(tmp_path), "--name", "below"])
+    assert below.exit_code == 0 and "below the score gate 0.05 baked into m.onnx" in below.stderr
     for a, b in zip(outputs["onnx"], outputs["torch"]):
         assert (a["file_name"], a["category_id"]) == (b["file_name"], b["category_id"])
         np.testing.assert_allclose(a["bbox"], b["bbox"], atol=0.02)
@@ -109,3 +122,55 @@ def test_onnx_metadata_carries_the_short_long_resize(overfit, tmp_path: Path, mo
     reference = predict(model, cfg, [image])[0]
     assert len(ours["boxes"]) == len(reference["boxes"])
     torch.testing.assert_close(ours["boxes"], reference["boxes"], atol=0.05, rtol=1e-3)
+
+
+def test_check_fails_a_graph_with_one_perturbed_weight(overfit, tmp_path: Path) -> None:
+    result, root = overfit
+    model, cfg, names = checkpoint.load(result.best)
+    export_onnx(model, cfg, names, tmp_path / "m.onnx", torch.rand(1, 3, 256, 256))
+    images = [read_image(p) for p in sorted((root / "images").glob("*.jpg"))[:2]]
+    assert check_onnx(tmp_path / "m.onnx", model, cfg, images, 0.25).num_detections >= 10
+    proto = onnx.load(str(tmp_path / "m.onnx"))
+    weights = [w for w in proto.graph.initializer if w.data_type == onnx.TensorProto.FLOAT and len(w.dims) == 4]
+    largest = max(weights, key=lambda w: np.prod(w.dims))  # a conv kernel
+    kernel = onnx.numpy_helper.to_array(largest)
+    perturbed = kernel + np.random.default_rng(0).normal(0, 0.1 * kernel.std(), kernel.shape)  # noise: no norm undoes it
+    largest.CopyFrom(onnx.numpy_helper.from_array(perturbed.astype(np.float32), largest.name))
+    onnx.save(proto, str(tmp_path / "broken.onnx"))
+    with pytest.raises(UserError, match="onnxruntime disagrees with PyTorch"):
+        check_onnx(tmp_path / "broken.onnx", model, cfg, images, 0.25)
+
+
+@pytest.mark.parametrize("preset_name", ["paper", "improved"])
+def test_check_passes_both_presets(preset_name: str, tmp_path: Path) -> None:
+    """An untrained model of each preset (its own score rule, gate and box scaling) on a generated demo scene,
+    --conf 0 (gate 0): about a hundred detections compared."""
+    from fcos_cli.config import preset
+
+    cfg = preset(preset_name)
+    m = cfg.model
+    m.backbone.name, m.backbone.pretrained, m.fpn.out_channels, m.head.num_groups, m.head.num_convs = \
+        "test_resnet", False, 32, 8, 1
+    m.num_classes, cfg.data.img_size, cfg.post.score_thresh = 3, 160, 0.0
+    torch.manual_seed(0)
+    model = build_model(m).eval()
+    export_onnx(model, cfg, ["a", "b", "c"], tmp_path / "m.onnx", torch.rand(1, 3, 160, 160))
+    check = check_onnx(tmp_path / "m.onnx", model, cfg, [np.asarray(demo_scene(1, 200))], conf=0.0)
+    assert check.num_detections >= 10 and check.raw < 1e-4 and check.box < 0.05 and check.score < 1e-4
+
+
+def test_export_refuses_half_onnx_and_a_check_on_nothing(overfit, tmp_path: Path) -> None:
+    result, root = overfit
+    runner = CliRunner()
+    run = runner.invoke(app, ["export", "-w", str(result.best), "--half", "--output", str(tmp_path / "m.onnx")])
+    assert run.exit_code == 2 and "--half" in run.stderr and "--format safetensors" in run.stderr
+    assert not (tmp_path / "m.onnx").exists()
+    blank = tmp_path / "blank"
+    blank.mkdir()
+    from PIL import Image
+
+    Image.new("RGB", (120, 90), (128, 128, 128)).save(blank / "grey.png")
+    run = runner.invoke(app, ["export", "-w", str(result.best), "--output", str(tmp_path / "m.onnx"),
+                              "--check-images", str(blank), "--conf", "0.9"])  # nothing on grey scores that
+    assert run.exit_code == 2 and "compared none" in run.stderr and len(run.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "m.onnx").exists()  # removed: it was never proven

@@ -12,7 +12,7 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from ..atomic import atomic_write
 
-__all__ = ["DEMO_CLASSES", "write_demo_data", "ensure_demo_data", "DEFAULT_DEMO_DIR"]
+__all__ = ["DEMO_CLASSES", "write_demo_data", "ensure_demo_data", "demo_scene", "DEFAULT_DEMO_DIR"]
 
 DEMO_CLASSES = ["ellipse", "rectangle", "triangle"]
 DEMO_VERSION = 2  # part of the cache folder name: a changed generator never reuses old images
@@ -106,3 +106,8 @@ def ensure_demo_data(root: str | Path | None = None, **kwargs: int) -> Path:
     if not ((out / "train.json").is_file() and (out / "val.json").is_file()):
         write_demo_data(out, **settings)
     return out
+
+
+def demo_scene(seed: int = 0, max_side: int = 800) -> Image.Image:
+    """One generated demo image (shapes on a textured background), e.g. to check an export when there is no data."""
+    return _make_image(np.random.default_rng(seed), max_side)[0]

@@ -186,7 +186,7 @@ def diagnose(images: list[ImageBoxes], num_classes: int, conf: float | None = No
 
 def side_by_side(image: np.ndarray, boxes: ImageBoxes, class_names: list[str], conf: float) -> Tensor:
     """(3, H, 2W + 8) uint8: the ground truth left (crowd regions grey), the detections >= `conf` right."""
-    from .predict import PALETTE
+    from .predict_outputs import PALETTE
 
     pixels = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)  # (3, H, W) uint8
     truth = _draw(pixels, torch.cat([boxes.gt_boxes, boxes.crowd_boxes]),

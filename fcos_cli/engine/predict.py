@@ -27,12 +27,11 @@ from ..model import FCOS
 from ..pipeline import detections_for
 from ..postprocess import Detections
 from .common import autocast
+from .predict_outputs import PredictOutputs, relative_names, source_root, write_outputs
 
 __all__ = ["ImageLike", "detect", "inference_amp", "predict", "onnx_predict", "collect_images", "PredictRun",
-           "predict_files"]
+           "PredictOutputs", "predict_files"]
 
-PALETTE = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#bfef45", "#fabed4",
-           "#469990", "#dcbeff", "#9a6324", "#800000", "#aaffc3", "#808000", "#000075"]
 ImageLike = Image.Image | np.ndarray | Tensor  # PIL, HxWx3 uint8, or (3, H, W) float 0-1
 
 
@@ -151,38 +150,37 @@ def _onnx_session(path: str, onnxruntime):
 
 def predict_files(detect: Callable[[list[np.ndarray]], list[Detections]], class_names: list[str], files: list[Path],
                   out_dir: Path, category_ids: list[int], conf: float = 0.25, batch_size: int = 8,
-                  save_images: bool = True, progress=None) -> PredictRun:
+                  outputs: PredictOutputs | None = None, classes: tuple[int, ...] | None = None,
+                  root: Path | None = None, progress=None) -> PredictRun:
     """Predict image files with `detect` (e.g. `partial(predict, model, cfg)` or `partial(onnx_predict, path)`);
-    write annotated PNGs and `predictions.json` (COCO results with file names)."""
-    from torchvision.transforms.functional import to_pil_image
-    from torchvision.utils import draw_bounding_boxes
-
+    keep detections with score >= `conf` (and a label in `classes`, when given); write `predictions.json` (COCO
+    results whose file names are relative to `root`, default the files' common folder) and `outputs`."""
+    outputs = outputs or PredictOutputs()
+    names = relative_names(files, root or source_root("", files))
     run = PredictRun()
     start = time.perf_counter()
     out_dir.mkdir(parents=True, exist_ok=True)
+    crops_taken: set[str] = set()
     for first in range(0, len(files), batch_size):
         loaded = []
-        for path in files[first:first + batch_size]:
+        for path, name in zip(files[first:first + batch_size], names[first:first + batch_size]):
             try:
-                loaded.append((path, read_image(path)))
+                loaded.append((name, read_image(path)))
             except UserError as e:  # one bad file must not stop a folder: skip it and say so
                 run.skipped.append((path, str(e)))
-        for (path, pixels), det in zip(loaded, detect([p for _, p in loaded]) if loaded else []):
+        for (name, pixels), det in zip(loaded, detect([p for _, p in loaded]) if loaded else []):
             keep = det["scores"] >= conf
+            if classes is not None:
+                keep &= torch.isin(det["labels"], torch.tensor(classes, dtype=det["labels"].dtype))
             boxes, scores, labels = det["boxes"][keep], det["scores"][keep], det["labels"][keep]
             run.num_images += 1
             run.per_class.update(class_names[k] for k in labels.tolist())
             for box, score, label in zip(boxes.tolist(), scores.tolist(), labels.tolist()):
-                run.results.append({"file_name": str(path), "image_id": run.num_images, "category_id": category_ids[label],
+                run.results.append({"file_name": name.as_posix(), "image_id": run.num_images,
+                                    "category_id": category_ids[label],
                                     "bbox": [round(box[0], 2), round(box[1], 2), round(box[2] - box[0], 2),
                                              round(box[3] - box[1], 2)], "score": round(score, 5)})
-            if save_images:
-                text = [f"{class_names[k]} {s:.2f}" for k, s in zip(labels.tolist(), scores.tolist())]
-                image = torch.from_numpy(pixels.copy()).permute(2, 0, 1)  # (3, H, W) uint8
-                colors = [PALETTE[k % len(PALETTE)] for k in labels.tolist()]  # one colour per class
-                drawn = draw_bounding_boxes(image, boxes, text, colors=colors, width=max(2, round(max(pixels.shape) / 300)))
-                with atomic_write(out_dir / f"{path.stem}.png") as tmp:
-                    to_pil_image(drawn).save(tmp, format="PNG")
+            write_outputs(out_dir, name, pixels, boxes, scores, labels, class_names, outputs, crops_taken)
         if progress is not None:
             progress(len(files[first:first + batch_size]))
     with atomic_write(out_dir / "predictions.json") as tmp:
