@@ -499,7 +499,7 @@ def eval_cmd(
 
 @app.command("predict")
 def predict_cmd(
-    source: Annotated[str, typer.Argument(help="An image, a folder (searched recursively) or a glob.")],
+    source: Annotated[str, typer.Argument(help="An image, a video, a folder (searched recursively) or a glob.")],
     weights: Annotated[Optional[str], typer.Option("--weights", "-w", help="Weights file, a published detector "
                                                   "(`fcos weights`), or an ONNX file from `fcos export` \\[default: "
                                                   "newest runs/train/*/best.safetensors].", callback=weights_option)
@@ -515,18 +515,25 @@ def predict_cmd(
     max_size: Annotated[Optional[int], typer.Option(help="Cap on the long side; makes --img-size the short side "
                                                     "(COCO: --img-size 800 --max-size 1333) \\[default: the weights'].",
                                                     callback=positive("--max-size"))] = None,
-    batch_size: Annotated[int, typer.Option(help="Images per batch.", callback=positive("--batch-size"))] = 8,
+    batch_size: Annotated[int, typer.Option(help="Images or video frames per batch (ONNX files run one at a time).",
+                                            callback=positive("--batch-size"))] = 8,
+    vid_stride: Annotated[int, typer.Option(help="Videos: predict every N-th frame; the annotated video then holds "
+                                            "only those frames, at 1/N of the frame rate (same duration).",
+                                            callback=positive("--vid-stride"))] = 1,
     half: Annotated[bool, typer.Option("--half/--no-half", "--amp/--no-amp",
-                                       help="Half precision: fp16 on CUDA, bf16 on CPU.")] = False,
+                                       help="Half precision: fp16 on CUDA, bf16 on CPU (not for ONNX files).")] = False,
     fp32: Annotated[bool, typer.Option("--fp32", help="Float32 throughout (default on a CPU with bf16: bf16 "
-                                       "network, float32 decoding and NMS).")] = False,
-    compile: Annotated[bool, typer.Option("--compile", help="torch.compile the model (slow first batch).")] = False,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.", callback=device_option)] = "auto",
+                                       "network, float32 decoding and NMS; ONNX files always).")] = False,
+    compile: Annotated[bool, typer.Option("--compile", help="torch.compile the model (slow first batch; not for "
+                                          "ONNX files).")] = False,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N (ONNX files: onnxruntime's CUDA provider).",
+                                        callback=device_option)] = "auto",
     save_images: Annotated[bool, typer.Option("--save-images/--no-save-images", "--draw/--no-draw",
-                                              help="Write annotated images (at their path under SOURCE, in their "
-                                              "own format).")] = True,
-    save_txt: Annotated[bool, typer.Option("--save-txt", help="Write labels/PATH.txt per image in YOLO format "
-                                           "(class cx cy w h, normalised).")] = False,
+                                              help="Write annotated images and videos (at their path under SOURCE, "
+                                              "in their own format).")] = True,
+    save_txt: Annotated[bool, typer.Option("--save-txt", help="Write labels/PATH.txt per image (per video frame: "
+                                           "labels/PATH/FRAME.txt) in YOLO format (class cx cy w h, normalised).")
+                        ] = False,
     save_conf: Annotated[bool, typer.Option("--save-conf", help="Add the score to each --save-txt line.")] = False,
     save_crop: Annotated[bool, typer.Option("--save-crop", help="Write each detection cut out of its image to "
                                             "crops/CLASS/PATH.")] = False,
@@ -539,61 +546,66 @@ def predict_cmd(
     project: Annotated[str, typer.Option(help="Parent folder of prediction runs.")] = "runs/predict",
     name: Annotated[str, typer.Option(help="Output folder name (numbered when taken).")] = "exp",
 ) -> None:
-    """Detect objects in images: annotated copies and predictions.json (COCO results, original pixels); YOLO
-    labels and crops on request. Outputs keep each image's path under SOURCE."""
-    from rich.progress import Progress
+    """Detect objects in images and videos: annotated copies, predictions.json (COCO results, original pixels) for
+    images and PATH.jsonl (a line per frame) for videos; YOLO labels and crops on request. Outputs keep each file's
+    path under SOURCE."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
     from rich.table import Table
+    from rich.text import Text
 
     from functools import partial
 
     from . import checkpoint
+    from .data.sources import collect_inputs, is_video
     from .engine.common import resolve_device
-    from .engine.predict import (PredictOutputs, collect_images, inference_amp, onnx_predict, predict,
-                                 predict_files, source_root)
+    from .engine.predict import OnnxDetector, PredictOutputs, inference_amp, predict, predict_files, source_root
     from .model.optimize import optimize_for_inference
 
+    if half and fp32:
+        fail("--half and --fp32 contradict each other: give one")
     path = call(resolve_weights, weights) if weights else call(default_weights)
-    files, others = call(collect_images, source)
-    if path.suffix == ".onnx":  # NMS settings and size are baked into the exported graph
-        import onnx
-
-        try:
-            proto = onnx.load(str(path), load_external_data=False)
-        except Exception as e:  # noqa: BLE001 - protobuf raises several types for a file that is not ONNX
-            fail(f"--weights {path} is not a readable ONNX file ({type(e).__name__}); write one with `fcos export`")
-        metadata = {p.key: p.value for p in proto.metadata_props}
-        class_names = json.loads(metadata.get("fcos_cli.class_names", "[]"))
-        category_ids = json.loads(metadata.get("fcos_cli.category_ids", "null"))
-        gate = json.loads(metadata.get("fcos_cli.config", "{}")).get("post", {}).get("score_thresh", 0.0)
-        if conf < gate:
-            warn(f"--conf {conf} is below the score gate {gate} baked into {path.name} at export: no boxes under "
-                 f"{gate} (export with `fcos export --conf {conf}` to keep them)")
-        detect = partial(onnx_predict, path)
+    files, others = call(collect_inputs, source, videos=True)
+    if path.suffix == ".onnx":  # onnxruntime; the NMS settings are graph inputs, the resize happens here
+        for flag, given in (("--half", half), ("--compile", compile)):
+            if given:
+                fail(f"{flag}: {path.name} runs as exported, in float32 on onnxruntime; {flag} applies to "
+                     f"safetensors weights")
+        detect = call(OnnxDetector, path, device)
+        cfg, class_names, metadata = detect.cfg, detect.class_names, detect.metadata
     else:
         dev = call(resolve_device, device)
         model, cfg, class_names = call(checkpoint.load, path, dev)
         metadata = call(checkpoint.read_metadata, path)[2]
-        category_ids = json.loads(metadata.get("fcos_cli.category_ids", "null"))
-        cfg.post.nms_iou = cfg.post.nms_iou if iou is None else iou
-        # The gate before NMS (post.score_thresh) would hide what a lower --conf asks to see: lower it to match.
-        cfg.post.score_thresh = min(cfg.post.score_thresh, conf)
-        cfg.post.max_detections = max_det or cfg.post.max_detections
-        set_input_size(cfg.data, img_size, max_size)
-        if half and fp32:
-            fail("--half and --fp32 contradict each other: give one")
         fast = optimize_for_inference(model, compile=compile)  # a copy: folded BatchNorm, channels_last
         detect = partial(predict, fast, cfg, batch_size=batch_size, amp=inference_amp(dev, half, fp32))
-    category_ids = category_ids or list(range(1, len(class_names) + 1))
+    cfg.post.nms_iou = cfg.post.nms_iou if iou is None else iou
+    # The gate before NMS (post.score_thresh) would hide what a lower --conf asks to see: lower it to match.
+    cfg.post.score_thresh = min(cfg.post.score_thresh, conf)
+    cfg.post.max_detections = max_det or cfg.post.max_detections
+    set_input_size(cfg.data, img_size, max_size)
+    category_ids = json.loads(metadata.get("fcos_cli.category_ids", "null")) or list(range(1, len(class_names) + 1))
     keep = parse_class_list(classes, class_names) if classes else None
     out = run_dir_for(project, name)
-    console.print(f"weights: {path}; {len(files)} images -> {out}")
+    num_videos = sum(map(is_video, files))
+    console.print(f"weights: {path}; {len(files) - num_videos} images, {num_videos} videos -> {out}")
     for other in others:
-        warn(f"skipped {other}: not an image file")
-    with Progress(console=console) as bar:
-        task = bar.add_task("predict", total=len(files))
+        warn(f"skipped {other}: not an image or video file")
+
+    class Rate(ProgressColumn):  # images/s or frames/s, from rich's own speed estimate
+        def render(self, task) -> Text:
+            return Text(f"{task.speed or 0:.1f} {task.fields['unit']}/s")
+
+    tasks: dict[str, int] = {}
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), Rate(),
+                  TimeRemainingColumn(), console=console) as bar:
+        def show(what: str, unit: str, done: int, total: int) -> None:
+            if what not in tasks:
+                tasks[what] = bar.add_task(what, total=total, unit=unit)
+            bar.update(tasks[what], completed=done, total=total)
+
         outputs = PredictOutputs(save_images, save_txt, save_conf, save_crop, line_width, hide_labels, hide_conf)
         run = call(predict_files, detect, class_names, files, out, category_ids, conf, batch_size, outputs, keep,
-                   source_root(source, files), lambda n: bar.advance(task, n))
+                   source_root(source, files), show, vid_stride)
     for file, why in run.skipped:
         warn(f"skipped {file}: {why}")
     table = Table("class", "detections", title=f"Detections with score >= {conf}")
@@ -601,8 +613,12 @@ def predict_cmd(
         table.add_row(cls, str(run.per_class.get(cls, 0)))
     console.print(table)
     skipped = len(run.skipped) + len(others)
-    console.print(f"{run.num_images} images in {run.seconds:.1f} s ({run.num_images / max(run.seconds, 1e-9):.1f} "
-                  f"images/s){f', {skipped} files skipped' if skipped else ''}; wrote {out}/predictions.json")
+    done = [f"{run.num_images} images"] + ([f"{run.num_frames} frames of {run.num_videos} videos"] if num_videos else [])
+    per_second = (run.num_images + run.num_frames) / max(run.seconds, 1e-9)
+    wrote = ["predictions.json"] + (["a .jsonl per video"] if num_videos else [])
+    console.print(f"{' and '.join(done)} in {run.seconds:.1f} s ({per_second:.1f} "
+                  f"{'frames' if num_videos else 'images'}/s){f', {skipped} files skipped' if skipped else ''}; "
+                  f"wrote {out}/{' and '.join(wrote)}")
 
 
 @app.command("inspect-targets")
