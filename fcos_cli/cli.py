@@ -593,7 +593,8 @@ def predict_cmd(
 
     class Rate(ProgressColumn):  # images/s or frames/s, from rich's own speed estimate
         def render(self, task) -> Text:
-            return Text(f"{task.speed or 0:.1f} {task.fields['unit']}/s")
+            speed = task.finished_speed or task.speed
+            return Text(f"{speed:.1f} {task.fields['unit']}/s" if speed else "")
 
     tasks: dict[str, int] = {}
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), Rate(),
@@ -763,7 +764,8 @@ def export_cmd(
                                                    "detector, in the current folder].")] = None,
     half: Annotated[bool, typer.Option("--half", help="safetensors: store fp16 weights (ONNX is float32).")] = False,
     conf: Annotated[float, typer.Option(help="ONNX: the score you deploy with; the check compares detections from "
-                                        "it up, and one below the weights' gate lowers the gate in the graph.",
+                                        "it up, and one below the weights' gate lowers the graph's default gate "
+                                        "(an input, as the IoU and the detections per image are).",
                                         min=0.0, max=1.0)] = 0.25,
     check_images: Annotated[Optional[str], typer.Option(help="ONNX: a folder, glob or image to check the export on "
                                                         "\\[default: the validation data recorded in the weights, "
