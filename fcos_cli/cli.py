@@ -614,12 +614,14 @@ def predict_cmd(
         table.add_row(cls, str(run.per_class.get(cls, 0)))
     console.print(table)
     skipped = len(run.skipped) + len(others)
-    done = [f"{run.num_images} images"] + ([f"{run.num_frames} frames of {run.num_videos} videos"] if num_videos else [])
+    done, unit, wrote = f"{run.num_images} images", "images", "predictions.json"
+    if num_videos:
+        done, unit = f"{done} and {run.num_frames} frames of {run.num_videos} videos", "frames"
+        wrote += " and a .jsonl per video"
     per_second = (run.num_images + run.num_frames) / max(run.seconds, 1e-9)
-    wrote = ["predictions.json"] + (["a .jsonl per video"] if num_videos else [])
-    console.print(f"{' and '.join(done)} in {run.seconds:.1f} s ({per_second:.1f} "
-                  f"{'frames' if num_videos else 'images'}/s){f', {skipped} files skipped' if skipped else ''}; "
-                  f"wrote {out}/{' and '.join(wrote)}")
+    console.print(f"{done} in {run.seconds:.1f} s ({per_second:.1f} {unit}/s)"
+                  f"{f', {skipped} files skipped' if skipped else ''}; "
+                  f"wrote {out}/{wrote}")
 
 
 @app.command("inspect-targets")

@@ -20,7 +20,8 @@ from .model import FCOS, flatten_levels
 from .postprocess import top_candidates
 from .targets import level_points, level_spacings
 
-__all__ = ["ExportedDetector", "nms_inputs", "quiet_session_options", "export_onnx", "ExportCheck", "check_onnx", "check_images"]
+__all__ = ["ExportedDetector", "nms_inputs", "quiet_session_options", "export_onnx", "ExportCheck", "check_onnx",
+           "check_images"]
 
 # Flattened head outputs, kept in the file as named values (not graph outputs) so that the check can read them.
 RAW_OUTPUTS = ("raw_cls_logits", "raw_box_regression", "raw_centerness")
@@ -31,7 +32,7 @@ CHECK_IMAGES = 4  # images the export check runs on
 
 
 class ExportedDetector(nn.Module):
-    """One image (1, 3, H, W) in 0-1 and the NMS settings -> boxes (N, 4) xyxy in input pixels, scores (N,), labels (N,).
+    """One image (1, 3, H, W) in 0-1 and NMS settings -> boxes (N, 4) xyxy in input pixels, scores (N,), labels (N,).
 
     `postprocess.top_candidates` (scores, gate, per-level top-k, decode, clip) on points made from the traced feature
     sizes, then class-wise NMS as ONNX NonMaxSuppression. The score gate, the IoU and the number of detections are

@@ -16,7 +16,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-__all__ = ["Points", "AssignedTargets", "PairTests", "make_points", "level_points", "level_spacings", "assign_targets", "pair_tests", "size_bounds"]
+__all__ = ["Points", "AssignedTargets", "PairTests", "make_points", "level_points", "level_spacings",
+           "assign_targets", "pair_tests", "size_bounds"]
 
 TORCHVISION_AREA_BASE = 1e8  # torchvision ranks matches by float32(1e8 - area): ties within its 8 ulp
 

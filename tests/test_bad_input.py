@@ -226,14 +226,23 @@ def _predict(*argv: str):
     return setup
 
 
-def _onnx_predict(*argv: str):
-    """`fcos predict` of one tiny image with the module's weights exported to ONNX and one bad option."""
+def _onnx_predict(*argv: str, older: bool = False):
+    """`fcos predict` of one tiny image with the module's weights exported to ONNX and one bad option; `older`: a
+    file whose NMS settings are constants (as exports were before they became inputs)."""
     def setup(tmp: Path, run: Path) -> list[str]:
+        import onnx
+
         from fcos_cli import checkpoint
         from fcos_cli.export import export_onnx
 
         model, cfg, names = checkpoint.load(run / "best.safetensors")
         export_onnx(model, cfg, names, tmp / "m.onnx", torch.rand(1, 3, 64, 64))
+        if older:  # an initializer that is no graph input is a constant
+            proto = onnx.load(str(tmp / "m.onnx"))
+            kept = [i for i in proto.graph.input if i.name == "images"]
+            del proto.graph.input[:]
+            proto.graph.input.extend(kept)
+            onnx.save(proto, str(tmp / "m.onnx"))
         Image.new("RGB", SIZE).save(tmp / "x.png")
         return ["predict", str(tmp / "x.png"), "-w", str(tmp / "m.onnx"), *argv]
     return setup
@@ -391,6 +400,8 @@ CASES = [
     ("predict-onnx-cuda-without-provider", _onnx_predict("--device", "cuda"),
      ["--device cuda", "no CUDA provider", "onnxruntime-gpu"]),
     ("predict-onnx-half", _onnx_predict("--half"), ["--half", "m.onnx", "float32", "safetensors"]),
+    ("predict-onnx-older-export-iou", _onnx_predict("--iou", "0.3", older=True),
+     ["m.onnx", "NMS settings baked in", "export it again", "--iou"]),
     ("export-half-onnx", _option("export", "-w", "{weights}", "--half"), ["--half", "ONNX", "--format safetensors"]),
     ("export-check-images-missing", _option("export", "-w", "{weights}", "--check-images", "{tmp}/none"),
      ["--check-images", "none", "no such file"]),

@@ -137,7 +137,8 @@ class OnnxDetector:
 
         self.path = path
         self.cfg, self.class_names, self.metadata = read_onnx(path)
-        self.session = onnxruntime.InferenceSession(str(path), quiet_session_options(), providers=onnx_providers(device))
+        self.session = onnxruntime.InferenceSession(str(path), quiet_session_options(),
+                                                    providers=onnx_providers(device))
         if device.startswith("cuda") and "CUDAExecutionProvider" not in self.session.get_providers():
             raise UserError(f"--device {device}: onnxruntime could not start its CUDA provider (see its log above)")
         names = {i.name for i in [*self.session.get_inputs(), *self.session.get_overridable_initializers()]}
@@ -231,9 +232,9 @@ def predict_files(detect: Detect, class_names: list[str], files: list[Path], out
 
 
 def predict_video(detect: Detect, class_names: list[str], path: Path, name: Path, out_dir: Path,
-                  category_ids: list[int], conf: float = 0.25, batch_size: int = 8, outputs: PredictOutputs | None = None,
-                  classes: tuple[int, ...] | None = None, progress: Progress | None = None, vid_stride: int = 1,
-                  per_class: Counter | None = None) -> int:
+                  category_ids: list[int], conf: float = 0.25, batch_size: int = 8,
+                  outputs: PredictOutputs | None = None, classes: tuple[int, ...] | None = None,
+                  progress: Progress | None = None, vid_stride: int = 1, per_class: Counter | None = None) -> int:
     """Predict every `vid_stride`-th frame of video `path` (at `name` under `out_dir`); returns the frames predicted.
 
     Writes `NAME.jsonl`, one line per predicted frame: `{"frame", "time" (s), "detections": [{"category_id",
