@@ -63,7 +63,7 @@ def test_boxes_of_a_twice_larger_image_are_twice_larger(overfit, tmp_path: Path)
 def test_no_images_or_no_weights_is_one_line_error(overfit, tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("x")
     out = runner.invoke(app, ["predict", str(tmp_path), "-w", str(overfit[0].best), "--project", str(tmp_path)])
-    assert out.exit_code == 2 and "no images in" in out.output and "Traceback" not in out.output
+    assert out.exit_code == 2 and "no images or videos in" in out.output and "Traceback" not in out.output
     out = runner.invoke(app, ["predict", str(tmp_path), "-w", str(tmp_path / "none.safetensors")])
     assert out.exit_code == 2 and "does not exist" in out.output.replace("\n", " ")
 
