@@ -253,9 +253,12 @@ def predict_video(detect: Detect, class_names: list[str], path: Path, name: Path
         lines_path = stack.enter_context(atomic_write(out_dir / name.with_name(name.name + ".jsonl")))
         lines_path.parent.mkdir(parents=True, exist_ok=True)
         lines = stack.enter_context(open(lines_path, "w"))
-        write_frame = (stack.enter_context(write_video(out_dir / video_output_name(name), info.fps / vid_stride,
-                                                       info.width, info.height)) if outputs.save_images else None)
+        write_frame = None
         for batch in video.batches(batch_size, vid_stride):
+            if write_frame is None and outputs.save_images:  # sized by a decoded frame (rotation metadata)
+                height, width = batch[0][1].shape[:2]
+                write_frame = stack.enter_context(write_video(out_dir / video_output_name(name),
+                                                              info.fps / vid_stride, width, height))
             for (index, frame), det in zip(batch, detect([frame for _, frame in batch])):
                 boxes, scores, labels = _kept(det, conf, classes)
                 if per_class is not None:
