@@ -27,7 +27,8 @@ def _no_flag_type(display_type_rich):
     return display
 
 
-TyperOption.display_type_rich = _no_flag_type(TyperOption.display_type_rich)
+if hasattr(TyperOption, "display_type_rich"):  # typer's private hook (0.12-0.19); other versions show `<bool>`
+    TyperOption.display_type_rich = _no_flag_type(TyperOption.display_type_rich)
 console = Console()
 err_console = Console(stderr=True)
 state = {"debug": False}
