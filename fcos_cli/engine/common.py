@@ -46,7 +46,8 @@ def loader(index: DatasetIndex, cfg: FCOSConfig, mean: tuple[float, ...], train:
     """Batches of `Batch`; training shuffles with an `EpochSampler` (call its `set_epoch`) and drops nothing
     on one process."""
     d = cfg.data
-    transform = build_transform(d.img_size, train, d.multi_scale, d.hflip, d.color_jitter, d.max_size, d.size_rounding)
+    transform = build_transform(d.img_size, train, d.multi_scale, d.hflip, d.color_jitter, d.max_size, d.size_rounding,
+                                d.crop)
     workers = cfg.train.workers if workers is None else workers
     dataset = DetectionDataset(index.records, transform, seed=seed)
     return torch.utils.data.DataLoader(
