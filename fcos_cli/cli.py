@@ -15,7 +15,8 @@ from .cli_options import (OneLineErrors, call, console, default_weights, describ
                           check_run_name, class_list_option, fail, given_options, numbers_option, output_file,
                           parse_class_list, parse_duration, parse_size_pair, parse_size_ranges,
                           positive, print_metrics, report_data,
-                          resolve_weights, run_dir_for, set_input_size, state, valid_if, warn, weights_option)
+                          resolve_weights, run_dir_for, set_input_size, state, train_progress, valid_if, warn,
+                          weights_option)
 from .config import SIZES, Preset, TrainConfig, set_value
 from .zoo import is_detector_name
 
@@ -313,8 +314,9 @@ def _train(cfg, weights: Path | None, resume: Path | None, device: str, project:
     if cfg.train.time_limit is not None:  # the command's budget (a resumed run gets a new one), less its start-up
         cfg.train.time_limit = max(cfg.train.time_limit - (time.monotonic() - state["started"]), 1e-3)
     try:
-        result = call(train, cfg, train_index, val_index, run_dir, dev, model=model, console=console,
-                      resume=resume, ranks=ranks)
+        with train_progress(cfg.train.epochs, enabled=ranks.is_main) as progress:
+            result = call(train, cfg, train_index, val_index, run_dir, dev, model=model, resume=resume,
+                          callbacks=progress, ranks=ranks)
     except TrainingInterrupted as stop:
         err_console.print(f"[yellow]{stop}[/yellow]; continue with: fcos train --resume {stop.last}",
                           highlight=False, soft_wrap=True)

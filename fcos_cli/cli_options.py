@@ -297,6 +297,37 @@ def parse_size_pair(text: str, flag: str) -> tuple[int, int]:
     return values[0], values[1]
 
 
+@contextlib.contextmanager
+def train_progress(epochs: int, enabled: bool = True) -> Iterator:
+    """`TrainCallbacks` that draw a progress bar per epoch and print a line per validated epoch and per epoch
+    with skipped steps (above the bars)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from .engine.train import TrainCallbacks
+
+    columns = [TextColumn("[bold]epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("loss {task.fields[loss]:.3f}  {task.fields[ips]:.1f} img/s"), TimeRemainingColumn()]
+
+    class Bars(TrainCallbacks):
+        def epoch_started(self, epoch: int, steps: int, done: int, loss: float) -> None:
+            self.task = bar.add_task("train", total=steps, completed=done, epoch=f"{epoch}/{epochs}", loss=loss,
+                                     ips=0.0)
+
+        def step_done(self, loss: float, images_per_s: float) -> None:
+            bar.update(self.task, advance=1, loss=loss, ips=images_per_s)
+
+        def epoch_ended(self, row: dict) -> None:
+            if "AP" in row:
+                console.print(f"epoch {row['epoch']}: loss {row['loss']:.3f}  AP {row['AP']:.3f}  "
+                              f"AP50 {row['AP50']:.3f}")
+            if row["skipped_steps"]:
+                console.print(f"epoch {row['epoch']}: {row['skipped_steps']} steps skipped (non-finite loss or "
+                              f"gradients)")
+
+    with Progress(*columns, console=console, disable=not enabled, transient=False) as bar:
+        yield Bars()
+
+
 def print_metrics(result) -> None:
     """The COCO table, AP per class (with counts and precision/recall at the best-F1 confidence when `result`
     has diagnostics), the best-F1 confidence to deploy and, for a few classes, the confusion matrix."""

@@ -99,8 +99,9 @@ def test_sigterm_to_the_group_mid_write_leaves_no_partial_json_and_one_line(comm
     args = {"eval": ["eval", "--data", str(demo / "val.json")], "predict": ["predict", str(demo / "images"),
                                                                       "--no-save-images"]}[command]
     out = tmp_path / "runs" / "x"
-    process = subprocess.Popen([sys.executable, "-m", "fcos_cli", *args, "-w", str(weights), "--project",
-                                str(out.parent), "--name", out.name], start_new_session=True, text=True,
+    hooked = str(Path(__file__).parent / "hooked_fcos.py")  # fcos with the rename of WRITTEN held back
+    process = subprocess.Popen([sys.executable, hooked, *args, "-w", str(weights), "--project", str(out.parent),
+                                "--name", out.name], start_new_session=True, text=True,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                env={**os.environ, "FCOS_CLI_TEST_RENAME_DELAY": f"{written}:60"})
     wait_for(out / f".{Path(written).stem}.tmp.json", process)  # finished in its temporary file, not yet renamed
