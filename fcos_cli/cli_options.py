@@ -1,7 +1,8 @@
 """How the `fcos` commands read options and report mistakes: every user mistake is one red line and exit 2.
 
-Option callbacks and parsers (`positive`, `valid_if`, `parse_*`), run and output locations, and `call`, which
-turns a library `UserError` into that one line (a traceback with `--debug`).
+`OneLineErrors` is the one error boundary: a library `UserError` (or an `OSError` on a user's path) raised
+anywhere in a command becomes that line (the traceback, with its cause, under `--debug`). Also option callbacks
+and parsers (`positive`, `valid_if`, `parse_*`), run and output locations, and the training progress bars.
 """
 
 from __future__ import annotations
@@ -34,7 +35,9 @@ state = {"debug": False}
 
 
 class OneLineErrors(TyperGroup):
-    """Click's usage errors (a bad option value, an unknown option) as one line too, not a usage box."""
+    """The error boundary of every command: a `UserError` or `OSError` is one red line and exit 2 (re-raised
+    under `--debug`, so that Python prints its traceback and the cause it was raised from); Click's usage errors
+    (a bad option value, an unknown option) are one line too, not a usage box."""
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         import sys
@@ -53,6 +56,11 @@ class OneLineErrors(TyperGroup):
                 code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except getattr(click, "NoArgsIsHelpError", ()):  # `fcos` alone: Typer's help as usual (Click >= 8.2)
             return super().main(args, prog_name, complete_var, standalone_mode=True, **extra)
+        except (UserError, OSError) as e:
+            if state["debug"]:
+                raise
+            _error_line(_describe(e))
+            sys.exit(2)
         except click.ClickException as e:
             hint = f" (see {e.ctx.command_path} --help)" if getattr(e, "ctx", None) is not None else ""
             err_console.print(f"[red]error:[/red] {escape(one_line(e.format_message()))}{escape(hint)}",
@@ -85,11 +93,22 @@ def _sigterm_unwinds() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def fail(message: str):
-    """One red line on stderr and exit code 2: how every user mistake ends."""
+def _describe(e: UserError | OSError) -> str:
+    """The message alone: a cause it was raised from shows under --debug only. An OSError names its path."""
+    if isinstance(e, OSError) and e.filename is not None and e.strerror:
+        return f"{e.filename}: {e.strerror}"
+    return str(e)
+
+
+def _error_line(message: str) -> None:
     from rich.markup import escape
 
     err_console.print(f"[red]error:[/red] {escape(one_line(message))}", highlight=False, soft_wrap=True)
+
+
+def fail(message: str):
+    """One red line on stderr and exit code 2: how every user mistake the CLI itself finds ends."""
+    _error_line(message)
     raise typer.Exit(2)
 
 
@@ -100,7 +119,8 @@ def warn(message: str) -> None:
 
 
 def call(fn, *args, **kwargs):
-    """Call library code; a UserError becomes one red line and exit code 2 (traceback with --debug)."""
+    """`fn(*args, **kwargs)`, a UserError becoming one red line at once (`OneLineErrors` does that for every
+    command now: left for `predict` and `export` until they drop it)."""
     try:
         return fn(*args, **kwargs)
     except UserError as e:
