@@ -26,8 +26,8 @@ def resolve_device(device: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         resolved = torch.device(device)
-    except RuntimeError:
-        raise UserError(f"--device {device}: expected auto, cpu, cuda or cuda:N") from None
+    except RuntimeError as e:
+        raise UserError(f"--device {device}: expected auto, cpu, cuda or cuda:N") from e
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"--device {device}: this machine has no CUDA GPU (use --device cpu)")
     return resolved
