@@ -58,7 +58,7 @@ class OneLineErrors(TyperGroup):
         except getattr(click, "NoArgsIsHelpError", ()):  # `fcos` alone: Typer's help as usual (Click >= 8.2)
             return super().main(args, prog_name, complete_var, standalone_mode=True, **extra)
         except (UserError, OSError) as e:
-            if state["debug"]:
+            if state["debug"] or (isinstance(e, OSError) and e.filename is None):  # no path: a bug, not a mistake
                 raise
             _error_line(_describe(e))
             sys.exit(2)
