@@ -11,7 +11,7 @@ from typing import Annotated, Literal, Optional
 import typer
 
 from . import __version__
-from .cli_options import (OneLineErrors, call, console, default_weights, describe_size, device_option, err_console,
+from .cli_options import (OneLineErrors, console, default_weights, describe_size, device_option, err_console,
                           check_run_name, class_list_option, fail, given_options, numbers_option, output_file,
                           parse_class_list, parse_duration, parse_size_pair, parse_size_ranges,
                           positive, print_metrics, report_data,
@@ -565,19 +565,19 @@ def predict_cmd(
 
     if half and fp32:
         fail("--half and --fp32 contradict each other: give one")
-    path = call(resolve_weights, weights) if weights else call(default_weights)
-    files, others = call(collect_inputs, source, videos=True)
+    path = resolve_weights(weights) if weights else default_weights()
+    files, others = collect_inputs(source, videos=True)
     if path.suffix == ".onnx":  # onnxruntime; the NMS settings are graph inputs, the resize happens here
         for flag, given in (("--half", half), ("--compile", compile)):
             if given:
                 fail(f"{flag}: {path.name} runs as exported, in float32 on onnxruntime; {flag} applies to "
                      f"safetensors weights")
-        detect = call(OnnxDetector, path, device)
+        detect = OnnxDetector(path, device)
         cfg, class_names, metadata = detect.cfg, detect.class_names, detect.metadata
     else:
-        dev = call(resolve_device, device)
-        model, cfg, class_names = call(checkpoint.load, path, dev)
-        metadata = call(checkpoint.read_metadata, path)[2]
+        dev = resolve_device(device)
+        model, cfg, class_names = checkpoint.load(path, dev)
+        metadata = checkpoint.read_metadata(path)[2]
         fast = optimize_for_inference(model, compile=compile)  # a copy: folded BatchNorm, channels_last
         detect = partial(predict, fast, cfg, batch_size=batch_size, amp=inference_amp(dev, half, fp32))
     cfg.post.nms_iou = cfg.post.nms_iou if iou is None else iou
@@ -607,8 +607,8 @@ def predict_cmd(
             bar.update(tasks[what], completed=done, total=total)
 
         outputs = PredictOutputs(save_images, save_txt, save_conf, save_crop, line_width, hide_labels, hide_conf)
-        run = call(predict_files, detect, class_names, files, out, category_ids, conf, batch_size, outputs, keep,
-                   source_root(source, files), show, vid_stride)
+        run = predict_files(detect, class_names, files, out, category_ids, conf, batch_size, outputs, keep,
+                            source_root(source, files), show, vid_stride)
     for file, why in run.skipped:
         warn(f"skipped {file}: {why}")
     table = Table("class", "detections", title=f"Detections with score >= {conf}")
@@ -787,8 +787,8 @@ def export_cmd(
     if half and format == "onnx":
         fail("--half: the ONNX export is float32 (onnxruntime's CPU kernels are); --format safetensors --half "
              "stores fp16 weights")
-    path = call(resolve_weights, weights) if weights else call(default_weights)
-    model, cfg, class_names = call(checkpoint.load, path)
+    path = resolve_weights(weights) if weights else default_weights()
+    model, cfg, class_names = checkpoint.load(path)
     beside = Path(path.name) if weights and is_detector_name(weights) else path  # not inside the cache
     if format == "safetensors":
         out = (output_file(output) if output
@@ -799,20 +799,18 @@ def export_cmd(
     from .export import check_images as find_check_images, check_onnx, export_onnx
 
     out = output_file(output) if output else beside.with_suffix(".onnx")
-    images, source = call(find_check_images, cfg, check_images)  # before writing: a wrong folder leaves no file
+    images, source = find_check_images(cfg, check_images)  # before writing: a wrong folder leaves no file
     cfg.post.score_thresh = min(cfg.post.score_thresh, conf)  # the graph keeps what --conf deploys
     size = img_size or cfg.data.img_size
     torch.manual_seed(0)
-    ids = call(checkpoint.read_metadata, path)[2].get("fcos_cli.category_ids")
-    call(export_onnx, model, cfg, class_names, out, torch.rand(1, 3, size, size),
-         extra={"fcos_cli.category_ids": ids} if ids else None)
+    ids = checkpoint.read_metadata(path)[2].get("fcos_cli.category_ids")
+    export_onnx(model, cfg, class_names, out, torch.rand(1, 3, size, size),
+                extra={"fcos_cli.category_ids": ids} if ids else None)
     try:
         check = check_onnx(out, model, cfg, images, conf, source)
     except UserError as e:
         out.unlink(missing_ok=True)  # a file that failed its check must not be deployed by mistake
-        if state["debug"]:
-            raise
-        fail(f"{e}; removed {out}")
+        raise UserError(f"{e}; removed {out}") from e
     images_text = f"{check.num_images} image{'' if check.num_images == 1 else 's'}"
     console.print(f"wrote {out}; onnxruntime vs PyTorch on {images_text} from {source}: "
                   f"{check.num_detections} detections with score >= {conf} compared, raw head outputs differ by "

@@ -119,17 +119,6 @@ def warn(message: str) -> None:
     err_console.print(f"[yellow]warning:[/yellow] {escape(one_line(message))}", highlight=False, soft_wrap=True)
 
 
-def call(fn, *args, **kwargs):
-    """`fn(*args, **kwargs)`, a UserError becoming one red line at once (`OneLineErrors` does that for every
-    command now: left for `predict` and `export` until they drop it)."""
-    try:
-        return fn(*args, **kwargs)
-    except UserError as e:
-        if state["debug"]:
-            raise
-        fail(str(e))
-
-
 def default_weights() -> Path:
     """Newest runs/train/*/best.safetensors, else last.safetensors."""
     runs = sorted((p for p in Path("runs/train").glob("*") if p.is_dir()), key=lambda p: p.stat().st_mtime, reverse=True)

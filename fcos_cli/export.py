@@ -168,7 +168,7 @@ def check_images(cfg: FCOSConfig, folder: str | None = None, num: int = CHECK_IM
         try:
             files = collect_inputs(folder)[0]
         except UserError as e:
-            raise UserError(f"--check-images {e}") from None
+            raise UserError(f"--check-images {e}") from e
         return [read_image(p) for p in files[:num]], folder
     try:
         index = open_recorded(cfg.data, "val", cfg.train.seed)

@@ -102,7 +102,7 @@ def read_onnx(path: Path) -> tuple[FCOSConfig, list[str], dict[str, str]]:
         proto = onnx.load(str(path), load_external_data=False)
     except Exception as e:  # noqa: BLE001 - protobuf raises several types for a file that is not ONNX
         raise UserError(f"--weights {path} is not a readable ONNX file ({type(e).__name__}); write one with "
-                        f"`fcos export`") from None
+                        f"`fcos export`") from e
     metadata = {p.key: p.value for p in proto.metadata_props}
     if "fcos_cli.config" not in metadata:
         raise UserError(f"{path} is an ONNX file without fcos_cli metadata (export it with `fcos export`)")
