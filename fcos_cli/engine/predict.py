@@ -84,7 +84,7 @@ def predict(model: FCOS, cfg: FCOSConfig, images: list[ImageLike], batch_size: i
             pixels = _as_uint8(image)
             resized = transform(image=pixels, bboxes=np.zeros((0, 4), np.float32), labels=np.zeros(0))["image"]
             scale = torch.tensor([resized.shape[1] / pixels.shape[1], resized.shape[0] / pixels.shape[0]] * 2)
-            items.append((torch.from_numpy(np.ascontiguousarray(resized)).permute(2, 0, 1).float() / 255, scale))
+            items.append((torch.from_numpy(np.array(resized, copy=True)).permute(2, 0, 1).float() / 255, scale))
         batch = collate([(pixels, {}, None) for pixels, _ in items], model.backbone.mean, cfg.model.size_divisor)
         for det, (_, scale) in zip(detect(model, cfg, batch.images.to(device), batch.sizes, amp), items):
             results.append(Detections(boxes=det["boxes"].cpu() / scale, scores=det["scores"].cpu(),
