@@ -10,7 +10,7 @@ from typing import Annotated, Literal, Optional
 
 import typer
 
-from . import __version__
+from .version import __version__
 from .cli_options import (OneLineErrors, call, console, default_weights, describe_size, device_option, err_console,
                           check_run_name, class_list_option, fail, given_options, numbers_option, output_file,
                           parse_class_list, parse_duration, parse_size_pair, parse_size_ranges,
@@ -62,9 +62,9 @@ def config_cmd(
     from .config import apply_size, preset as make_preset, to_dict
 
     if weights:
-        from .checkpoint import read_metadata
+        from .checkpoint import read_info
 
-        cfg = call(read_metadata, call(resolve_weights, weights))[0]
+        cfg = call(read_info, call(resolve_weights, weights)).config
     else:
         cfg = call(make_preset, preset)
         if size:
@@ -250,14 +250,14 @@ def train_cmd(
     if "img_size" in given and "max_size" not in given:
         flags["data.max_size"] = None  # --img-size alone is a longest side, whatever the base had
     if resume or weights:
-        from .checkpoint import read_metadata
+        from .checkpoint import read_info
     weights_path = call(resolve_weights, weights) if weights and not (resume and not auto) else None
-    source = call(read_metadata, weights_path)[0] if weights_path else None
-    cfg = (call(read_metadata, resume)[0] if resume and not auto
+    source = call(read_info, weights_path).config if weights_path else None
+    cfg = (call(read_info, resume).config if resume and not auto
            else call(assemble, preset or "improved", size, source, config or (), set_ or (), flags))
     if auto:  # the same command again (a requeued job): continue PROJECT/NAME itself, else start it there
         resume = _own_last(Path(project) / check_run_name(name, project), cfg)
-        cfg, weights_path = (call(read_metadata, resume)[0], None) if resume else (cfg, weights_path)
+        cfg, weights_path = (call(read_info, resume).config, None) if resume else (cfg, weights_path)
         exist_ok = True
     for key, value in flags.items() if resume else ():  # --workers, --compile: how it runs on
         set_value(cfg, key, value)
@@ -343,7 +343,7 @@ def _own_last(run_dir: Path, cfg) -> str | None:
         return {key: value for k, v in tree.items()
                 for key, value in (flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {prefix + k: v}).items()}
 
-    ours, theirs = (flat(json.loads(json.dumps(to_dict(c)))) for c in (cfg, call(checkpoint.read_metadata, last)[0]))
+    ours, theirs = (flat(json.loads(json.dumps(to_dict(c)))) for c in (cfg, call(checkpoint.read_info, last).config))
     differ = [f"{k} {ours.get(k)} (the run's: {theirs.get(k)})" for k in sorted(ours.keys() | theirs.keys())
               if k not in _NOT_COMPARED and ours.get(k) is not None and ours.get(k) != theirs.get(k)]
     if differ:
@@ -550,6 +550,7 @@ def predict_cmd(
     from .engine.common import resolve_device
     from .engine.predict import (PredictOutputs, collect_images, inference_amp, onnx_predict, predict,
                                  predict_files, source_root)
+    from .metadata import WeightsInfo
     from .model.optimize import optimize_for_inference
 
     path = call(resolve_weights, weights) if weights else call(default_weights)
@@ -561,19 +562,16 @@ def predict_cmd(
             proto = onnx.load(str(path), load_external_data=False)
         except Exception as e:  # noqa: BLE001 - protobuf raises several types for a file that is not ONNX
             fail(f"--weights {path} is not a readable ONNX file ({type(e).__name__}); write one with `fcos export`")
-        metadata = {p.key: p.value for p in proto.metadata_props}
-        class_names = json.loads(metadata.get("fcos_cli.class_names", "[]"))
-        category_ids = json.loads(metadata.get("fcos_cli.category_ids", "null"))
-        gate = json.loads(metadata.get("fcos_cli.config", "{}")).get("post", {}).get("score_thresh", 0.0)
+        info = call(WeightsInfo.from_onnx, proto, str(path))
+        gate = info.config.post.score_thresh
         if conf < gate:
             warn(f"--conf {conf} is below the score gate {gate} baked into {path.name} at export: no boxes under "
                  f"{gate} (export with `fcos export --conf {conf}` to keep them)")
         detect = partial(onnx_predict, path)
     else:
         dev = call(resolve_device, device)
-        model, cfg, class_names = call(checkpoint.load, path, dev)
-        metadata = call(checkpoint.read_metadata, path)[2]
-        category_ids = json.loads(metadata.get("fcos_cli.category_ids", "null"))
+        model, cfg, _ = call(checkpoint.load, path, dev)
+        info = call(checkpoint.read_info, path)
         cfg.post.nms_iou = cfg.post.nms_iou if iou is None else iou
         # The gate before NMS (post.score_thresh) would hide what a lower --conf asks to see: lower it to match.
         cfg.post.score_thresh = min(cfg.post.score_thresh, conf)
@@ -583,7 +581,7 @@ def predict_cmd(
             fail("--half and --fp32 contradict each other: give one")
         fast = optimize_for_inference(model, compile=compile)  # a copy: folded BatchNorm, channels_last
         detect = partial(predict, fast, cfg, batch_size=batch_size, amp=inference_amp(dev, half, fp32))
-    category_ids = category_ids or list(range(1, len(class_names) + 1))
+    class_names, category_ids = info.class_names, info.category_ids
     keep = parse_class_list(classes, class_names) if classes else None
     out = run_dir_for(project, name)
     console.print(f"weights: {path}; {len(files)} images -> {out}")
@@ -636,7 +634,7 @@ def inspect_targets_cmd(
     from .inspect_targets import inspect_dataset
 
     if weights:
-        cfg = call(checkpoint.read_metadata, call(resolve_weights, weights))[0]
+        cfg = call(checkpoint.read_info, call(resolve_weights, weights)).config
     else:
         cfg = call(make_preset, preset)
         cfg.data.img_size = 800
@@ -767,11 +765,12 @@ def export_cmd(
              "stores fp16 weights")
     path = call(resolve_weights, weights) if weights else call(default_weights)
     model, cfg, class_names = call(checkpoint.load, path)
+    info = call(checkpoint.read_info, path)  # category ids, where it was imported from, ...
     beside = Path(path.name) if weights and is_detector_name(weights) else path  # not inside the cache
     if format == "safetensors":
         out = (output_file(output) if output
                else beside.with_name(beside.stem + (".fp16" if half else ".export") + ".safetensors"))
-        checkpoint.save(out, model.half() if half else model, cfg, class_names)
+        checkpoint.save(out, model.half() if half else model, info)
         console.print(f"wrote {out}")
         return
     from .export import check_images as find_check_images, check_onnx, export_onnx
@@ -781,9 +780,8 @@ def export_cmd(
     cfg.post.score_thresh = min(cfg.post.score_thresh, conf)  # the graph keeps what --conf deploys
     size = img_size or cfg.data.img_size
     torch.manual_seed(0)
-    ids = call(checkpoint.read_metadata, path)[2].get("fcos_cli.category_ids")
     call(export_onnx, model, cfg, class_names, out, torch.rand(1, 3, size, size),
-         extra={"fcos_cli.category_ids": ids} if ids else None)
+         category_ids=info.category_ids)
     try:
         check = check_onnx(out, model, cfg, images, conf, source)
     except UserError as e:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,9 +13,10 @@ from torchvision.models.detection._utils import _topk_min
 from torchvision.ops import batched_nms
 
 from .atomic import atomic_write
-from .config import FCOSConfig, to_dict
+from .config import FCOSConfig
 from .errors import UserError
 from .losses import ltrb_to_boxes
+from .metadata import WeightsInfo
 from .model import FCOS, flatten_levels
 
 __all__ = ["ExportedDetector", "export_onnx", "ExportCheck", "check_onnx", "check_images"]
@@ -83,8 +83,8 @@ class ExportedDetector(nn.Module):
 
 
 def export_onnx(model: FCOS, cfg: FCOSConfig, class_names: list[str], path: Path, sample: Tensor,
-                opset: int = 17, extra: dict[str, str] | None = None) -> Path:
-    """Write `path` (atomically): dynamic height/width, config and class names as ONNX metadata.
+                opset: int = 17, category_ids: list[int] | None = None) -> Path:
+    """Write `path` (atomically): dynamic height/width, a `WeightsInfo` (config, class names, ...) as ONNX metadata.
 
     The graph outputs boxes, scores and labels; the raw head outputs stay in it as values named `RAW_OUTPUTS`
     (what `check_onnx` compares).
@@ -109,11 +109,7 @@ def export_onnx(model: FCOS, cfg: FCOSConfig, class_names: list[str], path: Path
         for i in reversed(range(len(proto.graph.output))):  # the raw values stay in the graph, as intermediates
             if proto.graph.output[i].name in RAW_OUTPUTS:
                 del proto.graph.output[i]
-        metadata = {"fcos_cli.config": json.dumps(to_dict(cfg)), "fcos_cli.class_names": json.dumps(class_names),
-                    **(extra or {})}
-        for key, value in metadata.items():
-            entry = proto.metadata_props.add()
-            entry.key, entry.value = key, value
+        WeightsInfo(cfg, class_names, category_ids).to_onnx(proto)
         onnx.save(proto, str(tmp))
     return path
 

@@ -122,12 +122,9 @@ def onnx_predict(path: Path, images: list[ImageLike]) -> list[Detections]:
     import onnx
     import onnxruntime
 
-    from ..config import from_dict
+    from ..metadata import WeightsInfo
 
-    metadata = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
-    if "fcos_cli.config" not in metadata:
-        raise UserError(f"{path} is an ONNX file without fcos_cli metadata (export it with `fcos export`)")
-    cfg = from_dict(json.loads(metadata["fcos_cli.config"]))
+    cfg = WeightsInfo.from_onnx(onnx.load(str(path), load_external_data=False), str(path)).config
     session = _onnx_session(str(path), onnxruntime)
     transform = build_transform(cfg.data.img_size, train=False, max_size=cfg.data.max_size,
                                 rounding=cfg.data.size_rounding)

@@ -10,7 +10,7 @@ import random
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +24,7 @@ from ..config import FCOSConfig, TrainConfig, learning_rate, resolve, to_dict
 from ..data.records import DatasetIndex
 from ..errors import UserError
 from ..losses import FCOSLosses
+from ..metadata import WeightsInfo
 from ..model import FCOS, build_model
 from ..model.optimize import speed_up_training
 from ..pipeline import loss_for
@@ -90,7 +91,8 @@ def finetune_model(weights: Path, cfg: FCOSConfig, class_names: list[str]) -> tu
     A different class set re-initialises the class logits (fine-tuning); a different backbone is an error.
     Returns the model and a report of what was and was not loaded.
     """
-    source_cfg, source_names, _ = checkpoint.read_metadata(weights)
+    recorded = checkpoint.read_info(weights)
+    source_cfg, source_names = recorded.config, recorded.class_names
     if source_cfg.model.backbone.name != cfg.model.backbone.name:
         raise UserError(f"--weights {weights} has backbone {source_cfg.model.backbone.name!r} but --backbone is "
                         f"{cfg.model.backbone.name!r}; pass --backbone {source_cfg.model.backbone.name}")
@@ -245,11 +247,10 @@ def train(cfg: FCOSConfig, train_index: DatasetIndex, val_index: DatasetIndex | 
     best_ap, final, start, first_epoch, step, position = -1.0, None, time.perf_counter(), 1, 0, {}
     last, best = run_dir / "last.safetensors", run_dir / "best.safetensors"
     # The dataset's own category ids (COCO), so that predictions map back to them.
-    extra = {"fcos_cli.category_ids": json.dumps(train_index.category_ids or list(range(1, len(class_names) + 1)))}
+    info = WeightsInfo(cfg, class_names, train_index.category_ids)
     if resume is not None:
-        _, _, metadata = checkpoint.read_metadata(resume)
         epoch, step, best_ap, position = load_state(state_path(resume), model, optimizer, scheduler, scaler,
-                                                    metadata.get("fcos_cli.checkpoint_id"))
+                                                    checkpoint.read_info(resume).checkpoint_id)
         if ema is not None:
             ema.module.load_state_dict(checkpoint.load(resume)[0].state_dict())
         first_epoch = epoch + 1
@@ -266,9 +267,7 @@ def train(cfg: FCOSConfig, train_index: DatasetIndex, val_index: DatasetIndex | 
         checkpoint_id = f"{epoch_done}-{step}-{uuid.uuid4().hex[:8]}"  # pairs the weights with their state
         save_state(state_path(last), model, optimizer, scheduler, scaler, epoch_done, step, best_ap, checkpoint_id,
                    position)
-        checkpoint.save(last, eval_model, cfg, class_names, extra={**extra, "fcos_cli.checkpoint_id": checkpoint_id,
-                                                                   "fcos_cli.epoch": str(epoch_done),
-                                                                   "fcos_cli.step": str(step)})
+        checkpoint.save(last, eval_model, replace(info, checkpoint_id=checkpoint_id, epoch=epoch_done, step=step))
         budget.saved(time.perf_counter() - began)
 
     columns = [TextColumn("[bold]epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
@@ -345,7 +344,7 @@ def train(cfg: FCOSConfig, train_index: DatasetIndex, val_index: DatasetIndex | 
             _plot(rows, run_dir / "curves.png")
             if val_index is None or row.get("AP", -1.0) > best_ap:
                 best_ap = row.get("AP", best_ap)
-                checkpoint.save(best, eval_model, cfg, class_names, extra={**extra, "fcos_cli.epoch": str(epoch)})
+                checkpoint.save(best, eval_model, replace(info, epoch=epoch))
             save_last(epoch, {})
             if "AP" in row:
                 console.print(f"epoch {epoch}: loss {row['loss']:.3f}  AP {row['AP']:.3f}  AP50 {row['AP50']:.3f}")
