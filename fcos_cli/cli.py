@@ -17,6 +17,7 @@ from .cli_options import (OneLineErrors, call, console, default_weights, describ
                           positive, print_metrics, report_data,
                           resolve_weights, run_dir_for, set_input_size, state, valid_if, warn, weights_option)
 from .config import SIZES, Preset, TrainConfig, set_value
+from .data import DATA_HELP
 from .zoo import is_detector_name
 
 _CHOICES = typing.get_type_hints(TrainConfig)
@@ -25,6 +26,7 @@ SizeName = Literal[tuple(SIZES)]  # type: ignore[valid-type]
 PresetName = Preset
 
 
+DATA_OPTION_HELP = DATA_HELP[0].upper() + DATA_HELP[1:]  # the formats of fcos_cli.data.FORMATS
 WEIGHTS_HELP = ("Weights file or a published detector (`fcos weights`) \\[default: newest "
                 "runs/train/*/best.safetensors].")
 
@@ -133,8 +135,7 @@ TRAIN_FLAGS = {
 @app.command("train")
 def train_cmd(
     ctx: typer.Context,
-    data: Annotated[Optional[str], _opt("data.train", "COCO .json, YOLO data.yaml, or 'demo' (built in, offline).",
-                                        DATA)] = None,
+    data: Annotated[Optional[str], _opt("data.train", f"{DATA_OPTION_HELP}.", DATA)] = None,
     val_data: Annotated[Optional[str], _opt("data.val", "Validation data.", DATA, auto="the data's val split")] = None,
     val_fraction: Annotated[Optional[float], _opt("data.val_fraction", "Hold out this fraction of a single COCO file.",
                                                   DATA, callback=valid_if(lambda v: 0 <= v < 1, "a fraction in [0, 1)"))
@@ -418,8 +419,8 @@ def backbones_cmd(
 def eval_cmd(
     weights: Annotated[Optional[str], typer.Option("--weights", "-w", help=WEIGHTS_HELP, callback=weights_option)
                        ] = None,
-    data: Annotated[Optional[str], typer.Option(help="COCO .json, YOLO data.yaml, or 'demo' \\[default: the "
-                                                "validation data recorded in the weights].")] = None,
+    data: Annotated[Optional[str], typer.Option(help=f"{DATA_OPTION_HELP} \\[default: the validation data recorded "
+                                                "in the weights].")] = None,
     split: Annotated[Literal["train", "val"], typer.Option(help="Split of the data.")] = "val",
     images: Annotated[Optional[str], typer.Option(help="Image folder of a COCO file \\[default: beside it].")] = None,
     conf: Annotated[Optional[float], typer.Option(help="Drop detections scored below this, as fcos predict --conf, "
@@ -605,7 +606,7 @@ def predict_cmd(
 
 @app.command("inspect-targets")
 def inspect_targets_cmd(
-    data: Annotated[str, typer.Option(help="COCO .json, YOLO data.yaml, or 'demo'.")] = "demo",
+    data: Annotated[str, typer.Option(help=f"{DATA_OPTION_HELP}.")] = "demo",
     preset: Annotated[PresetName, typer.Option(help="FCOS variant (ignored with --weights).")] = "improved",
     weights: Annotated[Optional[str], typer.Option("--weights", "-w", help="Take the settings of these weights "
                                                   "(a file or a published detector).", callback=weights_option)] = None,

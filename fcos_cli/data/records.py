@@ -113,6 +113,10 @@ class ImageRecord:
     image_id: int  # COCO image id (or the index for formats without ids)
     width: int | None = None  # original size when the annotation file knows it
     height: int | None = None
+    # Boxes never trained on and evaluated as crowds (a detection on one is neither right nor wrong): VOC's
+    # `difficult` objects. (G, 4) float32 xyxy, (G,) int64.
+    crowd_boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))
+    crowd_labels: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
 
 
 @dataclass

@@ -74,16 +74,18 @@ def predict_results(model: FCOS, cfg: FCOSConfig, index: DatasetIndex, device: t
 
 
 def _built_ground_truth(index: DatasetIndex, sizes: dict[int, tuple[int, int]]) -> COCO:
-    """YOLO and demo data: the records' boxes (no crowds; area = box area)."""
+    """YOLO, VOC and demo data: the records' boxes (VOC's difficult ones as crowds; area = box area)."""
     ids = index.category_ids
     images, annotations = [], []
     for record in index.records:
         height, width = sizes.get(record.image_id, (record.height, record.width))
         images.append({"id": record.image_id, "width": width, "height": height})
-        for box, label in zip(record.boxes.tolist(), record.labels.tolist()):
-            w, h = box[2] - box[0], box[3] - box[1]
-            annotations.append({"id": len(annotations) + 1, "image_id": record.image_id, "category_id": ids[label],
-                                "bbox": [box[0], box[1], w, h], "area": w * h, "iscrowd": 0})
+        for crowd, boxes, labels in ((0, record.boxes, record.labels), (1, record.crowd_boxes, record.crowd_labels)):
+            for box, label in zip(boxes.tolist(), labels.tolist()):
+                w, h = box[2] - box[0], box[3] - box[1]
+                annotations.append({"id": len(annotations) + 1, "image_id": record.image_id,
+                                    "category_id": ids[label], "bbox": [box[0], box[1], w, h], "area": w * h,
+                                    "iscrowd": crowd})
     return _indexed({"images": images, "annotations": annotations,
                      "categories": [{"id": i, "name": n} for i, n in zip(ids, index.class_names)]})
 
