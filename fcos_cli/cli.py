@@ -274,7 +274,7 @@ def _train(cfg, weights: Path | None, resume: Path | None, device: str, project:
     from .engine.stop import TIME_LIMIT, TrainingInterrupted
     from .engine.train import finetune_model, train
     from .data import open_data
-    from .model.backbone import check_backbone_name
+    from .model.catalog import check_backbone_name
 
     call(check_backbone_name, cfg.model.backbone.name)  # before any data is read
     dev = call(resolve_device, device)
@@ -372,7 +372,8 @@ def backbones_cmd(
     from rich.markup import escape
     from rich.table import Table
 
-    from .model.backbone import check_backbone, probe_backbone, suggest_backbones
+    from .model.catalog import probe_backbone, suggest_backbones
+    from .model.detector import check_backbone
 
     if check:
         size = parse_size_pair(img_size, "--img-size")
@@ -722,7 +723,8 @@ def weights_cmd(
         console.print(f"cached {call(resolve_weights, download)}", highlight=False, soft_wrap=True)
         return
     if download:
-        from .model.backbone import check_backbone_name, hub_weights
+        from .model.backbone import hub_weights
+        from .model.catalog import check_backbone_name
 
         call(check_backbone_name, download)
         path, tag = call(hub_weights, download)

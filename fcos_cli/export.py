@@ -13,11 +13,12 @@ from torchvision.models.detection._utils import _topk_min
 from torchvision.ops import batched_nms
 
 from .atomic import atomic_write
+from .boxes import ltrb_to_boxes
 from .config import FCOSConfig
 from .errors import UserError
-from .losses import ltrb_to_boxes
+from .head_outputs import flatten_levels
 from .metadata import WeightsInfo
-from .model import FCOS, flatten_levels
+from .model import FCOS
 
 __all__ = ["ExportedDetector", "export_onnx", "ExportCheck", "check_onnx", "check_images"]
 

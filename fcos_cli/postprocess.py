@@ -11,8 +11,8 @@ import torch
 from torch import Tensor
 from torchvision.ops import batched_nms
 
-from .losses import ltrb_to_boxes
-from .model.head import HeadOutputs, flatten_levels
+from .boxes import ltrb_to_boxes
+from .head_outputs import HeadOutputs, flatten_levels
 from .targets import Points
 
 __all__ = ["Detections", "postprocess"]

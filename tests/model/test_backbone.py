@@ -18,7 +18,7 @@ from fcos_cli.engine.train import build_optimizer
 from fcos_cli.errors import UserError
 from fcos_cli.metadata import WeightsInfo
 from fcos_cli.model import Backbone, build_model
-from fcos_cli.model.backbone import probe_backbone
+from fcos_cli.model.catalog import probe_backbone
 from fcos_cli.model.simple_pyramid import SimplePyramid
 
 H, W = 64, 96  # multiples of 32: every level divides exactly
