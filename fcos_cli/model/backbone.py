@@ -21,7 +21,7 @@ from ..errors import UserError, one_line
 from .catalog import FCOS_STRIDES, check_backbone_name, create_features, is_nhwc, plan_levels
 from .simple_pyramid import SimplePyramid
 
-__all__ = ["Backbone", "LoadReport", "has_batch_norm", "hub_weights"]
+__all__ = ["Backbone", "LoadReport", "hub_weights"]
 
 _NESTED_KEYS = ("state_dict", "model", "state_dict_ema")  # timm / torchvision training checkpoints
 
@@ -71,8 +71,6 @@ def hub_weights(name: str) -> tuple[Path, str]:
 
 def has_batch_norm(module: nn.Module) -> bool:
     return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in module.modules())
-
-
 
 
 @dataclass
