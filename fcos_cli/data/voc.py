@@ -25,7 +25,8 @@ def _is_root(path: Path) -> bool:
 
 
 def _is_list(path: Path) -> bool:
-    return path.suffix == ".txt" and path.is_file() and path.parent.name == "Main" and _is_root(path.parents[2])
+    return (path.suffix == ".txt" and path.is_file() and path.parent.name == "Main" and len(path.parents) > 2
+            and _is_root(path.parents[2]))
 
 
 def detect(path: Path) -> bool:
