@@ -129,6 +129,17 @@ def test_the_checks_catch_an_upward_import_and_a_cycle() -> None:
     assert find_cycle({"a": {"b"}, "b": {"c"}, "d": {"a", "c"}}) == []
 
 
+def test_only_the_cli_imports_typer() -> None:
+    """The library works from Python without the CLI: no module below the cli layer imports Typer."""
+    def top_names(path: str) -> set[str]:
+        nodes = list(ast.walk(ast.parse(MODULES[path].read_text())))
+        return ({alias.name.split(".")[0] for n in nodes if isinstance(n, ast.Import) for alias in n.names}
+                | {n.module.split(".")[0] for n in nodes if isinstance(n, ast.ImportFrom) and n.module and not n.level})
+
+    assert "typer" in top_names("fcos_cli/cli.py")
+    assert [p for p in MODULES if layer_of(p, LAYERS) > 1 and "typer" in top_names(p)] == []
+
+
 def test_the_core_imports_no_timm() -> None:
     """targets, losses, postprocess and pipeline run with torch alone (the model package pulls in timm)."""
     code = ("import sys, fcos_cli.targets, fcos_cli.losses, fcos_cli.postprocess, fcos_cli.pipeline; "
