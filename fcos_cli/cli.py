@@ -15,7 +15,8 @@ from .cli_options import (OneLineErrors, call, console, default_weights, describ
                           check_run_name, class_list_option, fail, given_options, numbers_option, output_file,
                           parse_class_list, parse_duration, parse_size_pair, parse_size_ranges,
                           positive, print_metrics, report_data,
-                          resolve_weights, run_dir_for, set_input_size, state, valid_if, warn, weights_option)
+                          resolve_weights, run_dir_for, set_input_size, state, train_progress, valid_if, warn,
+                          weights_option)
 from .config import SIZES, Preset, TrainConfig, set_value
 from .data import DATA_HELP
 from .zoo import is_detector_name
@@ -66,9 +67,9 @@ def config_cmd(
     if weights:
         from .checkpoint import read_info
 
-        cfg = call(read_info, call(resolve_weights, weights)).config
+        cfg = read_info(resolve_weights(weights)).config
     else:
-        cfg = call(make_preset, preset)
+        cfg = make_preset(preset)
         if size:
             apply_size(cfg, size)
     console.print_json(json.dumps(to_dict(cfg)))
@@ -252,13 +253,13 @@ def train_cmd(
         flags["data.max_size"] = None  # --img-size alone is a longest side, whatever the base had
     if resume or weights:
         from .checkpoint import read_info
-    weights_path = call(resolve_weights, weights) if weights and not (resume and not auto) else None
-    source = call(read_info, weights_path).config if weights_path else None
-    cfg = (call(read_info, resume).config if resume and not auto
-           else call(assemble, preset or "improved", size, source, config or (), set_ or (), flags))
+    weights_path = resolve_weights(weights) if weights and not (resume and not auto) else None
+    source = read_info(weights_path).config if weights_path else None
+    cfg = (read_info(resume).config if resume and not auto
+           else assemble(preset or "improved", size, source, config or (), set_ or (), flags))
     if auto:  # the same command again (a requeued job): continue PROJECT/NAME itself, else start it there
         resume = _own_last(Path(project) / check_run_name(name, project), cfg)
-        cfg, weights_path = (call(read_info, resume).config, None) if resume else (cfg, weights_path)
+        cfg, weights_path = (read_info(resume).config, None) if resume else (cfg, weights_path)
         exist_ok = True
     for key, value in flags.items() if resume else ():  # --workers, --compile: how it runs on
         set_value(cfg, key, value)
@@ -276,18 +277,18 @@ def _train(cfg, weights: Path | None, resume: Path | None, device: str, project:
     from .data import open_data
     from .model.catalog import check_backbone_name
 
-    call(check_backbone_name, cfg.model.backbone.name)  # before any data is read
-    dev = call(resolve_device, device)
-    ranks, dev = call(init_distributed, dev)  # under torchrun: this process's rank and device
+    check_backbone_name(cfg.model.backbone.name)  # before any data is read
+    dev = resolve_device(device)
+    ranks, dev = init_distributed(dev)  # under torchrun: this process's rank and device
     if not ranks.is_main:  # rank 0 speaks for all
         console.quiet = err_console.quiet = True
     with ranks.main_first():  # rank 0 writes the demo cache before the others read it
-        train_index, val_index = call(open_data, cfg.data.train, cfg.data.val, cfg.data.val_fraction,
-                                      cfg.train.seed, cfg.data.images)
+        train_index, val_index = open_data(cfg.data.train, cfg.data.val, cfg.data.val_fraction, cfg.train.seed,
+                                           cfg.data.images)
     report_data(train_index, val_index)
     model = None
     if weights is not None:
-        model, report = call(finetune_model, weights, cfg, train_index.class_names)
+        model, report = finetune_model(weights, cfg, train_index.class_names)
         for line in report:
             console.print(line, highlight=False)
     elif resume is None:
@@ -296,13 +297,13 @@ def _train(cfg, weights: Path | None, resume: Path | None, device: str, project:
         from .config import resolve
         from .model import build_model
 
-        bc = call(resolve, cfg).model.backbone
+        bc = resolve(cfg).model.backbone
         why = ("" if bc.pretrained or bc.pretrained_file else " (the demo data trains from scratch; --pretrained loads "
                "timm's weights)" if cfg.data.train == "demo" else " (--no-pretrained)")
         torch.manual_seed(cfg.train.seed)
         cfg.model.num_classes = len(train_index.class_names)
         with ranks.main_first():  # one download, then the others read the cache
-            model = call(build_model, cfg.model)
+            model = build_model(cfg.model)
         console.print(f"backbone {bc.name}: {model.backbone.start}{why}", highlight=False, soft_wrap=True)
     if model is not None:
         report = model.backbone.load_report
@@ -314,8 +315,9 @@ def _train(cfg, weights: Path | None, resume: Path | None, device: str, project:
     if cfg.train.time_limit is not None:  # the command's budget (a resumed run gets a new one), less its start-up
         cfg.train.time_limit = max(cfg.train.time_limit - (time.monotonic() - state["started"]), 1e-3)
     try:
-        result = call(train, cfg, train_index, val_index, run_dir, dev, model=model, console=console,
-                      resume=resume, ranks=ranks)
+        with train_progress(cfg.train.epochs, enabled=ranks.is_main) as progress:
+            result = train(cfg, train_index, val_index, run_dir, dev, model=model, resume=resume,
+                           callbacks=progress, ranks=ranks)
     except TrainingInterrupted as stop:
         err_console.print(f"[yellow]{stop}[/yellow]; continue with: fcos train --resume {stop.last}",
                           highlight=False, soft_wrap=True)
@@ -344,7 +346,7 @@ def _own_last(run_dir: Path, cfg) -> str | None:
         return {key: value for k, v in tree.items()
                 for key, value in (flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {prefix + k: v}).items()}
 
-    ours, theirs = (flat(json.loads(json.dumps(to_dict(c)))) for c in (cfg, call(checkpoint.read_info, last).config))
+    ours, theirs = (flat(json.loads(json.dumps(to_dict(c)))) for c in (cfg, checkpoint.read_info(last).config))
     differ = [f"{k} {ours.get(k)} (the run's: {theirs.get(k)})" for k in sorted(ours.keys() | theirs.keys())
               if k not in _NOT_COMPARED and ours.get(k) is not None and ours.get(k) != theirs.get(k)]
     if differ:
@@ -381,7 +383,7 @@ def backbones_cmd(
             close = suggest_backbones(check)
             hint = f"; close matches: {', '.join(close)}" if close else ""
             raise typer.BadParameter(f"unknown timm model {check!r}{hint}", param_hint="--check")
-        rows = call(check_backbone, check, size)
+        rows = check_backbone(check, size)
         table = Table("part", "stride", "shape (B, C, H, W)", title=f"{check} on a {size[0]}x{size[1]} image")
         for part, stride, shape in rows:
             table.add_row(part, str(stride), str(shape))
@@ -459,18 +461,18 @@ def eval_cmd(
 
     if half and fp32:
         fail("--half and --fp32 contradict each other: give one")
-    path = call(resolve_weights, weights) if weights else call(default_weights)
-    dev = call(resolve_device, device)
-    ranks, dev = call(init_distributed, dev)  # under torchrun: each rank predicts its share, rank 0 scores
+    path = resolve_weights(weights) if weights else default_weights()
+    dev = resolve_device(device)
+    ranks, dev = init_distributed(dev)  # under torchrun: each rank predicts its share, rank 0 scores
     if not ranks.is_main:
         console.quiet = err_console.quiet = True
     console.print(f"weights: {path}")
-    model, cfg, class_names = call(checkpoint.load, path, dev)
+    model, cfg, class_names = checkpoint.load(path, dev)
     with ranks.main_first():  # rank 0 writes the demo cache before the others read it
         if data is None:
-            index = call(open_recorded, cfg.data, split, cfg.train.seed)
+            index = open_recorded(cfg.data, split, cfg.train.seed)
         else:
-            index = call(open_split, data, split, images)
+            index = open_split(data, split, images)
     if data is None:
         console.print(f"data: {index.source or cfg.data.train} ({split} split, recorded in the weights)",
                       highlight=False, soft_wrap=True)
@@ -487,8 +489,8 @@ def eval_cmd(
                   f"{f'; {ranks.world_size} processes' if ranks.enabled else ''}", highlight=False)
     fast = optimize_for_inference(model, compile=compile)  # a copy: folded BatchNorm, channels_last
     try:
-        result = call(evaluate, fast, cfg, index, dev, batch_size=batch_size, amp=amp,
-                      out_dir=out if ranks.is_main else None, conf=conf, ranks=ranks)
+        result = evaluate(fast, cfg, index, dev, batch_size=batch_size, amp=amp,
+                          out_dir=out if ranks.is_main else None, conf=conf, ranks=ranks)
     finally:
         close_distributed()
     if result is None:  # not rank 0
@@ -636,20 +638,20 @@ def inspect_targets_cmd(
     from .inspect_targets import inspect_dataset
 
     if weights:
-        cfg = call(checkpoint.read_info, call(resolve_weights, weights)).config
+        cfg = checkpoint.read_info(resolve_weights(weights)).config
     else:
-        cfg = call(make_preset, preset)
+        cfg = make_preset(preset)
         cfg.data.img_size = 800
     set_input_size(cfg.data, img_size, max_size)
     if size_ranges:
         cfg.targets.size_ranges = parse_size_ranges(size_ranges, len(cfg.model.fpn.levels))
     if center_sampling_radius is not None:
         cfg.targets.center_sampling_radius = center_sampling_radius
-    index = call(open_split, data, split, images)
+    index = open_split(data, split, images)
     report_data(index)
     cfg.model.num_classes = len(index.class_names)
     out = run_dir_for(project, name)
-    stats = call(inspect_dataset, index, cfg, num_images, out, draw)
+    stats = inspect_dataset(index, cfg, num_images, out, draw)
     table = Table("", *stats, title=f"Target assignment on {min(num_images, len(index.records))} images "
                   f"({describe_size(cfg.data)}, ranges {list(cfg.targets.size_ranges)}, "
                   f"radius {cfg.targets.center_sampling_radius})")
@@ -685,7 +687,7 @@ def import_weights_cmd(
     """Convert a COCO-trained FCOS (torchvision, mmdetection, original FCOS) into fcos_cli weights for predict/eval."""
     from .import_weights import import_weights
 
-    report = call(import_weights, source, from_, output, variant, allow_partial)
+    report = import_weights(source, from_, output, variant, allow_partial)
     for src, ours, shape in report.used:
         console.print(f"  used      {src} -> {ours} {list(shape)}", highlight=False, soft_wrap=True)
     for ours, why in report.filled:
@@ -720,14 +722,14 @@ def weights_cmd(
 
     if download and is_detector_name(download):
         weights_option(download)
-        console.print(f"cached {call(resolve_weights, download)}", highlight=False, soft_wrap=True)
+        console.print(f"cached {resolve_weights(download)}", highlight=False, soft_wrap=True)
         return
     if download:
         from .model.backbone import hub_weights
         from .model.catalog import check_backbone_name
 
-        call(check_backbone_name, download)
-        path, tag = call(hub_weights, download)
+        check_backbone_name(download)
+        path, tag = hub_weights(download)
         console.print(f"cached {tag}: {path}", highlight=False, soft_wrap=True)
         return
     table = Table(Column("-w NAME", no_wrap=True), "backbone", "COCO box AP", "cached", title="Published COCO detectors")

@@ -28,3 +28,22 @@ def test_quick_run_writes_all_keys(tmp_path: Path) -> None:
     assert 0 < profile["ours_conv_ms"] and 0 < profile["torchvision_conv_ms"] and 0 < profile["conv_floor_ratio"]
     assert results["max_score_difference"] < 1e-3  # same weights, same input: the same detections
     assert "ratio" in done.stdout and "infer_800_default" in done.stdout
+
+
+ACCURACY = Path(__file__).resolve().parents[1] / "benchmarks" / "accuracy.py"
+
+
+def test_accuracy_quick_trains_both_and_scores_them_alike(tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, str(ACCURACY), "--quick", "--device", "cpu", "--workers", "0",
+                           "--work", str(tmp_path / "work"), "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads((tmp_path / "accuracy_cpu.json").read_text())
+    assert set(result["runs"]) == {"torchvision", "ours_same"}
+    for key, runs in result["runs"].items():
+        assert [r["seed"] for r in runs] == [0]
+        assert 0 <= runs[0]["map"] <= runs[0]["map50"] <= 1 and runs[0]["wall_s"] > 0, key
+    assert "--set data.hflip=0" in result["commands"]["ours_same"]
+    val = json.loads((tmp_path / "work" / "digits_8_4_96" / "val.json").read_text())
+    assert len(val["images"]) == 4 and val["annotations"]  # real digit scans, with boxes
+    assert "ours_same" in done.stdout and "torchvision" in done.stdout
