@@ -18,6 +18,7 @@ from rich.table import Table
 
 from fcos_cli import checkpoint
 from fcos_cli.config import preset
+from fcos_cli.metadata import WeightsInfo
 from fcos_cli.model import build_model
 from fcos_cli.pipeline import detections_for, loss_for, points_for, targets_for
 
@@ -94,7 +95,7 @@ def main() -> None:
     console.print(f"{args.steps} steps in {time.perf_counter() - start_time:.1f} s")
 
     args.out.mkdir(parents=True, exist_ok=True)
-    weights = checkpoint.save(args.out / "model.safetensors", model, cfg, CLASSES)
+    weights = checkpoint.save(args.out / "model.safetensors", model, WeightsInfo(cfg, CLASSES))
     model, cfg, names = checkpoint.load(weights)
     with torch.no_grad():
         detections = detections_for(model(images), model.strides, [tuple(image.shape[-2:])], cfg)[0]

@@ -10,7 +10,7 @@ from typing import Annotated, Literal, Optional
 
 import typer
 
-from . import __version__
+from .version import __version__
 from .cli_options import (OneLineErrors, console, default_weights, describe_size, device_option, err_console,
                           check_run_name, class_list_option, fail, given_options, numbers_option, output_file,
                           parse_class_list, parse_duration, parse_size_pair, parse_size_ranges,
@@ -18,6 +18,7 @@ from .cli_options import (OneLineErrors, console, default_weights, describe_size
                           resolve_weights, run_dir_for, set_input_size, state, train_progress, valid_if, warn,
                           weights_option)
 from .config import SIZES, Preset, TrainConfig, set_value
+from .data import DATA_HELP
 from .zoo import is_detector_name
 
 _CHOICES = typing.get_type_hints(TrainConfig)
@@ -26,6 +27,7 @@ SizeName = Literal[tuple(SIZES)]  # type: ignore[valid-type]
 PresetName = Preset
 
 
+DATA_OPTION_HELP = DATA_HELP[0].upper() + DATA_HELP[1:]  # the formats of fcos_cli.data.FORMATS
 WEIGHTS_HELP = ("Weights file or a published detector (`fcos weights`) \\[default: newest "
                 "runs/train/*/best.safetensors].")
 
@@ -63,9 +65,9 @@ def config_cmd(
     from .config import apply_size, preset as make_preset, to_dict
 
     if weights:
-        from .checkpoint import read_metadata
+        from .checkpoint import read_info
 
-        cfg = read_metadata(resolve_weights(weights))[0]
+        cfg = read_info(resolve_weights(weights)).config
     else:
         cfg = make_preset(preset)
         if size:
@@ -134,8 +136,7 @@ TRAIN_FLAGS = {
 @app.command("train")
 def train_cmd(
     ctx: typer.Context,
-    data: Annotated[Optional[str], _opt("data.train", "COCO .json, YOLO data.yaml, or 'demo' (built in, offline).",
-                                        DATA)] = None,
+    data: Annotated[Optional[str], _opt("data.train", f"{DATA_OPTION_HELP}.", DATA)] = None,
     val_data: Annotated[Optional[str], _opt("data.val", "Validation data.", DATA, auto="the data's val split")] = None,
     val_fraction: Annotated[Optional[float], _opt("data.val_fraction", "Hold out this fraction of a single COCO file.",
                                                   DATA, callback=valid_if(lambda v: 0 <= v < 1, "a fraction in [0, 1)"))
@@ -251,14 +252,14 @@ def train_cmd(
     if "img_size" in given and "max_size" not in given:
         flags["data.max_size"] = None  # --img-size alone is a longest side, whatever the base had
     if resume or weights:
-        from .checkpoint import read_metadata
+        from .checkpoint import read_info
     weights_path = resolve_weights(weights) if weights and not (resume and not auto) else None
-    source = read_metadata(weights_path)[0] if weights_path else None
-    cfg = (read_metadata(resume)[0] if resume and not auto
+    source = read_info(weights_path).config if weights_path else None
+    cfg = (read_info(resume).config if resume and not auto
            else assemble(preset or "improved", size, source, config or (), set_ or (), flags))
     if auto:  # the same command again (a requeued job): continue PROJECT/NAME itself, else start it there
         resume = _own_last(Path(project) / check_run_name(name, project), cfg)
-        cfg, weights_path = (read_metadata(resume)[0], None) if resume else (cfg, weights_path)
+        cfg, weights_path = (read_info(resume).config, None) if resume else (cfg, weights_path)
         exist_ok = True
     for key, value in flags.items() if resume else ():  # --workers, --compile: how it runs on
         set_value(cfg, key, value)
@@ -274,7 +275,7 @@ def _train(cfg, weights: Path | None, resume: Path | None, device: str, project:
     from .engine.stop import TIME_LIMIT, TrainingInterrupted
     from .engine.train import finetune_model, train
     from .data import open_data
-    from .model.backbone import check_backbone_name
+    from .model.catalog import check_backbone_name
 
     check_backbone_name(cfg.model.backbone.name)  # before any data is read
     dev = resolve_device(device)
@@ -345,7 +346,7 @@ def _own_last(run_dir: Path, cfg) -> str | None:
         return {key: value for k, v in tree.items()
                 for key, value in (flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {prefix + k: v}).items()}
 
-    ours, theirs = (flat(json.loads(json.dumps(to_dict(c)))) for c in (cfg, checkpoint.read_metadata(last)[0]))
+    ours, theirs = (flat(json.loads(json.dumps(to_dict(c)))) for c in (cfg, checkpoint.read_info(last).config))
     differ = [f"{k} {ours.get(k)} (the run's: {theirs.get(k)})" for k in sorted(ours.keys() | theirs.keys())
               if k not in _NOT_COMPARED and ours.get(k) is not None and ours.get(k) != theirs.get(k)]
     if differ:
@@ -373,7 +374,8 @@ def backbones_cmd(
     from rich.markup import escape
     from rich.table import Table
 
-    from .model.backbone import check_backbone, probe_backbone, suggest_backbones
+    from .model.catalog import probe_backbone, suggest_backbones
+    from .model.detector import check_backbone
 
     if check:
         size = parse_size_pair(img_size, "--img-size")
@@ -420,8 +422,8 @@ def backbones_cmd(
 def eval_cmd(
     weights: Annotated[Optional[str], typer.Option("--weights", "-w", help=WEIGHTS_HELP, callback=weights_option)
                        ] = None,
-    data: Annotated[Optional[str], typer.Option(help="COCO .json, YOLO data.yaml, or 'demo' \\[default: the "
-                                                "validation data recorded in the weights].")] = None,
+    data: Annotated[Optional[str], typer.Option(help=f"{DATA_OPTION_HELP} \\[default: the validation data recorded "
+                                                "in the weights].")] = None,
     split: Annotated[Literal["train", "val"], typer.Option(help="Split of the data.")] = "val",
     images: Annotated[Optional[str], typer.Option(help="Image folder of a COCO file \\[default: beside it].")] = None,
     conf: Annotated[Optional[float], typer.Option(help="Drop detections scored below this, as fcos predict --conf, "
@@ -573,11 +575,11 @@ def predict_cmd(
                 fail(f"{flag}: {path.name} runs as exported, in float32 on onnxruntime; {flag} applies to "
                      f"safetensors weights")
         detect = OnnxDetector(path, device)
-        cfg, class_names, metadata = detect.cfg, detect.class_names, detect.metadata
+        cfg, info = detect.cfg, detect.info
     else:
         dev = resolve_device(device)
-        model, cfg, class_names = checkpoint.load(path, dev)
-        metadata = checkpoint.read_metadata(path)[2]
+        model, cfg, _ = checkpoint.load(path, dev)
+        info = checkpoint.read_info(path)
         fast = optimize_for_inference(model, compile=compile)  # a copy: folded BatchNorm, channels_last
         detect = partial(predict, fast, cfg, batch_size=batch_size, amp=inference_amp(dev, half, fp32))
     cfg.post.nms_iou = cfg.post.nms_iou if iou is None else iou
@@ -585,7 +587,7 @@ def predict_cmd(
     cfg.post.score_thresh = min(cfg.post.score_thresh, conf)
     cfg.post.max_detections = max_det or cfg.post.max_detections
     set_input_size(cfg.data, img_size, max_size)
-    category_ids = json.loads(metadata.get("fcos_cli.category_ids", "null")) or list(range(1, len(class_names) + 1))
+    class_names, category_ids = info.class_names, info.category_ids
     keep = parse_class_list(classes, class_names) if classes else None
     out = run_dir_for(project, name)
     num_videos = sum(map(is_video, files))
@@ -628,7 +630,7 @@ def predict_cmd(
 
 @app.command("inspect-targets")
 def inspect_targets_cmd(
-    data: Annotated[str, typer.Option(help="COCO .json, YOLO data.yaml, or 'demo'.")] = "demo",
+    data: Annotated[str, typer.Option(help=f"{DATA_OPTION_HELP}.")] = "demo",
     preset: Annotated[PresetName, typer.Option(help="FCOS variant (ignored with --weights).")] = "improved",
     weights: Annotated[Optional[str], typer.Option("--weights", "-w", help="Take the settings of these weights "
                                                   "(a file or a published detector).", callback=weights_option)] = None,
@@ -657,7 +659,7 @@ def inspect_targets_cmd(
     from .inspect_targets import inspect_dataset
 
     if weights:
-        cfg = checkpoint.read_metadata(resolve_weights(weights))[0]
+        cfg = checkpoint.read_info(resolve_weights(weights)).config
     else:
         cfg = make_preset(preset)
         cfg.data.img_size = 800
@@ -744,7 +746,8 @@ def weights_cmd(
         console.print(f"cached {resolve_weights(download)}", highlight=False, soft_wrap=True)
         return
     if download:
-        from .model.backbone import check_backbone_name, hub_weights
+        from .model.backbone import hub_weights
+        from .model.catalog import check_backbone_name
 
         check_backbone_name(download)
         path, tag = hub_weights(download)
@@ -789,11 +792,12 @@ def export_cmd(
              "stores fp16 weights")
     path = resolve_weights(weights) if weights else default_weights()
     model, cfg, class_names = checkpoint.load(path)
+    info = checkpoint.read_info(path)  # category ids, where it was imported from, ...
     beside = Path(path.name) if weights and is_detector_name(weights) else path  # not inside the cache
     if format == "safetensors":
         out = (output_file(output) if output
                else beside.with_name(beside.stem + (".fp16" if half else ".export") + ".safetensors"))
-        checkpoint.save(out, model.half() if half else model, cfg, class_names)
+        checkpoint.save(out, model.half() if half else model, info)
         console.print(f"wrote {out}")
         return
     from .export import check_images as find_check_images, check_onnx, export_onnx
@@ -803,9 +807,7 @@ def export_cmd(
     cfg.post.score_thresh = min(cfg.post.score_thresh, conf)  # the graph keeps what --conf deploys
     size = img_size or cfg.data.img_size
     torch.manual_seed(0)
-    ids = checkpoint.read_metadata(path)[2].get("fcos_cli.category_ids")
-    export_onnx(model, cfg, class_names, out, torch.rand(1, 3, size, size),
-                extra={"fcos_cli.category_ids": ids} if ids else None)
+    export_onnx(model, cfg, class_names, out, torch.rand(1, 3, size, size), category_ids=info.category_ids)
     try:
         check = check_onnx(out, model, cfg, images, conf, source)
     except UserError as e:

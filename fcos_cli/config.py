@@ -113,7 +113,7 @@ class PostprocessConfig:
 
 @dataclass
 class DataConfig:
-    train: str = "demo"  # COCO .json, YOLO data.yaml or "demo" ("": none, imported weights)
+    train: str = "demo"  # a --data value (fcos_cli.data.FORMATS) ("": none, imported weights)
     val: str | None = None  # default: the data's own val split
     val_fraction: float = 0.0  # held out of `train` when it has no val split
     images: str | None = None  # image folder of a COCO file

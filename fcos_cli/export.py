@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 import warnings
 from dataclasses import dataclass
@@ -14,9 +13,11 @@ from torch import Tensor, nn
 from torchvision.ops import nms
 
 from .atomic import atomic_write
-from .config import FCOSConfig, to_dict
+from .config import FCOSConfig
 from .errors import UserError
-from .model import FCOS, flatten_levels
+from .head_outputs import flatten_levels
+from .metadata import WeightsInfo
+from .model import FCOS
 from .postprocess import top_candidates
 from .targets import level_points, level_spacings
 
@@ -107,8 +108,8 @@ def quiet_session_options():
 
 
 def export_onnx(model: FCOS, cfg: FCOSConfig, class_names: list[str], path: Path, sample: Tensor,
-                opset: int = 17, extra: dict[str, str] | None = None) -> Path:
-    """Write `path` (atomically): dynamic height/width, config and class names as ONNX metadata.
+                opset: int = 17, category_ids: list[int] | None = None) -> Path:
+    """Write `path` (atomically): dynamic height/width, a `WeightsInfo` (config, class names, ...) as ONNX metadata.
 
     The graph takes `images` and the `nms_inputs` (optional: defaults from `cfg.post`, stored as initializers) and
     outputs boxes, scores and labels; the raw head outputs stay in it as values named `RAW_OUTPUTS` (what
@@ -137,11 +138,7 @@ def export_onnx(model: FCOS, cfg: FCOSConfig, class_names: list[str], path: Path
                 del proto.graph.output[i]
         for name, value in defaults.items():  # an initializer named as an input is that input's default
             proto.graph.initializer.append(onnx.numpy_helper.from_array(value, name))
-        metadata = {"fcos_cli.config": json.dumps(to_dict(cfg)), "fcos_cli.class_names": json.dumps(class_names),
-                    **(extra or {})}
-        for key, value in metadata.items():
-            entry = proto.metadata_props.add()
-            entry.key, entry.value = key, value
+        WeightsInfo(cfg, class_names, category_ids).to_onnx(proto)
         onnx.save(proto, str(tmp))
     return path
 

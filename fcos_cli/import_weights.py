@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +14,7 @@ from . import checkpoint
 from .compat import COCO_CATEGORY_IDS, COCO_NAMES, KEY_RULES, TORCHVISION_COCO_SLOTS, rename_state_dict
 from .config import FCOSConfig, preset
 from .errors import UserError
+from .metadata import WeightsInfo
 from .model import build_model
 
 __all__ = ["SOURCES", "VARIANTS", "ImportReport", "read_checkpoint", "import_weights",
@@ -132,19 +132,20 @@ def _backbone_name(ours: dict[str, tuple[str, Tensor]], path: Path) -> str:
 
 
 def _class_names(meta: dict[str, Any], num_classes: int, report: ImportReport) -> tuple[list[str], list[int]]:
+    """Class names and their COCO category ids (empty: 1..K)."""
     names = meta.get("CLASSES") or (meta.get("dataset_meta") or {}).get("classes")  # mmdet 2.x / 3.x
     if names is not None and len(names) == num_classes:
         names = [str(n) for n in names]
         if names == COCO_NAMES:
             return names, list(COCO_CATEGORY_IDS)
         report.notes.append(f"class names from the checkpoint's metadata ({num_classes} classes)")
-        return names, list(range(1, num_classes + 1))
+        return names, []
     if num_classes == len(COCO_NAMES):
         report.notes.append("the checkpoint names no classes: its 80 outputs are taken as COCO's 80 categories")
         return list(COCO_NAMES), list(COCO_CATEGORY_IDS)
     report.notes.append(f"the checkpoint names none of its {num_classes} classes: "
                         f"called class_0..class_{num_classes - 1}")
-    return [f"class_{i}" for i in range(num_classes)], list(range(1, num_classes + 1))
+    return [f"class_{i}" for i in range(num_classes)], []
 
 
 def _build_config(source: str, variant: str, backbone: str, ours: dict[str, tuple[str, Tensor]],
@@ -268,7 +269,6 @@ def import_weights(path: str | Path, source: str, output: str | Path | None = No
             own[key].copy_(value.to(own[key].dtype))  # state_dict tensors share storage with the model
     out = Path(output) if output else path.with_suffix(".safetensors")
     imported = {"file": path.name, "source": source, "variant": report.variant, "complete": report.complete}
-    checkpoint.save(out, model, cfg, names, extra={"fcos_cli.category_ids": json.dumps(ids),
-                                                   "fcos_cli.imported_from": json.dumps(imported)})
+    checkpoint.save(out, model, WeightsInfo(cfg, names, ids, imported_from=imported))
     report.written = out
     return report

@@ -14,10 +14,11 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchvision.ops import generalized_box_iou_loss, sigmoid_focal_loss
 
-from .model.head import HeadOutputs, flatten_levels
+from .boxes import ltrb_to_boxes
+from .head_outputs import HeadOutputs, flatten_levels
 from .targets import AssignedTargets, Points
 
-__all__ = ["FCOSLosses", "fcos_loss", "iou_loss", "ltrb_to_boxes"]
+__all__ = ["FCOSLosses", "fcos_loss", "iou_loss"]
 
 EPS = 1e-6
 
@@ -27,11 +28,6 @@ class FCOSLosses(NamedTuple):
     box: Tensor
     centerness: Tensor
     total: Tensor
-
-
-def ltrb_to_boxes(xy: Tensor, ltrb: Tensor) -> Tensor:
-    """Points (..., 2) and distances (..., 4) -> boxes (..., 4) xyxy."""
-    return torch.cat([xy - ltrb[..., :2], xy + ltrb[..., 2:]], dim=-1)
 
 
 def iou_loss(pred: Tensor, target: Tensor) -> Tensor:

@@ -7,8 +7,8 @@ from collections.abc import Callable
 from torch import Tensor
 
 from .config import FCOSConfig, level_size_ranges
+from .head_outputs import HeadOutputs
 from .losses import FCOSLosses, fcos_loss
-from .model.head import HeadOutputs
 from .postprocess import Detections, postprocess
 from .targets import AssignedTargets, Points, assign_targets, make_points
 

@@ -13,8 +13,8 @@ from torch import Tensor
 from torchvision.models.detection._utils import _topk_min
 from torchvision.ops import batched_nms
 
-from .losses import ltrb_to_boxes
-from .model.head import HeadOutputs, flatten_levels
+from .boxes import ltrb_to_boxes
+from .head_outputs import HeadOutputs, flatten_levels
 from .targets import Points
 
 __all__ = ["Detections", "postprocess", "top_candidates"]

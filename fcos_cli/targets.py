@@ -16,6 +16,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from .boxes import boxes_to_ltrb
+
 __all__ = ["Points", "AssignedTargets", "PairTests", "make_points", "level_points", "level_spacings",
            "assign_targets", "pair_tests", "size_bounds"]
 
@@ -125,7 +127,7 @@ def pair_tests(xy: Tensor, boxes: Tensor, strides: Tensor | float, lo: Tensor | 
                radius: float, inclusive: bool) -> PairTests:
     """Each rule for points `xy` (..., 2) against `boxes` (..., 4) xyxy px, written once for `assign_targets`,
     `inspect_targets` and the tests. `strides`, `lo`, `hi` (the level's m_{i-1}, m_i) broadcast the same way."""
-    ltrb = torch.cat([xy - boxes[..., :2], boxes[..., 2:] - xy], dim=-1)
+    ltrb = boxes_to_ltrb(xy, boxes)
     inside = ltrb.amin(dim=-1) > 0
     if radius > 0:  # center sampling (FCOS "imprv"): only points near the box centre
         center = (boxes[..., :2] + boxes[..., 2:]) / 2
@@ -226,7 +228,7 @@ def assign_targets(points: Points, gt_boxes: list[Tensor], gt_labels: list[Tenso
     best = best.clamp(max=max(num_boxes - 1, 0))
     xy = points.xy.repeat(num_images, 1)  # (B*P, 2)
     box = boxes[best] if num_boxes else xy.new_zeros(len(xy), 4)
-    ltrb = torch.cat([xy - box[:, :2], box[:, 2:] - xy], dim=1) * positive[:, None]  # (B*P, 4)
+    ltrb = boxes_to_ltrb(xy, box) * positive[:, None]  # (B*P, 4)
     lr, tb = ltrb[:, 0::2], ltrb[:, 1::2]
     ratio = (lr.amin(1) / lr.amax(1).clamp(min=1e-12)) * (tb.amin(1) / tb.amax(1).clamp(min=1e-12))
     centerness = torch.sqrt(ratio) * positive

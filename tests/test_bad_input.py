@@ -113,6 +113,22 @@ def _yolo_train(**kw):  # train opens the val split too
     return lambda tmp, run: ["train", "--data", str(write_yolo(tmp, **kw)), *TINY]
 
 
+VOC_XML = ("<annotation><filename>a.jpg</filename><object><name>cat</name><difficult>0</difficult>"
+           "<bndbox><xmin>9</xmin><ymin>7</ymin><xmax>38</xmax><ymax>30</ymax></bndbox></object></annotation>")
+
+
+def _voc(xml: str = VOC_XML, listed: str = "a\n", command: str = "inspect-targets"):
+    """A VOC root: JPEGImages/a.jpg, Annotations/a.xml, ImageSets/Main/train.txt (no val.txt)."""
+    def setup(tmp: Path, run: Path) -> list[str]:
+        for folder in ("JPEGImages", "Annotations", "ImageSets/Main"):
+            (tmp / folder).mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", SIZE, (90, 90, 90)).save(tmp / "JPEGImages" / "a.jpg")
+        (tmp / "Annotations" / "a.xml").write_text(xml)
+        (tmp / "ImageSets" / "Main" / "train.txt").write_text(listed)
+        return [command, "--data", str(tmp), *(["--no-draw"] if command == "inspect-targets" else TINY)]
+    return setup
+
+
 def _yolo_without_images(tmp: Path, run: Path) -> list[str]:
     path = write_yolo(tmp)
     (tmp / "images" / "a.png").unlink()
@@ -277,7 +293,7 @@ CASES = [
     ("data-nowhere", _option("train", "--data", "{tmp}/nowhere.json"), ["--data", "nowhere.json", "no such file"]),
     ("val-data-nowhere", _option("train", "--val-data", "{tmp}/gone.json", *TINY, data=True),
      ["--val-data", "gone.json", "no such file"]),
-    ("data-not-an-annotation-file", _raw_data("x", ".txt"), ["ann.txt", "expected a COCO .json"]),
+    ("data-not-an-annotation-file", _raw_data("x", ".txt"), ["ann.txt", "expected", "a COCO .json", "VOC"]),
     ("images-folder-nowhere", _option("train", *TINY, "--images", "{tmp}/none", data=True), ["--images", "none"]),
     ("coco-not-json", _raw_data("{not json"), ["ann.json", "not valid JSON"]),
     ("coco-binary-file", _raw_data(b"\x89PNG\r\n\x1a\n\xff\xfe\x00"), ["ann.json", "not valid JSON"]),
@@ -307,6 +323,11 @@ CASES = [
      ["a.txt:2", "expected 'class cx cy w h'"]),
     ("yolo-label-class-out-of-range", _yolo(label="3 0.5 0.5 0.4 0.4\n"), ["a.txt:1", "class 3", "0..0"]),
     ("yolo-label-class-nan", _yolo(label="nan 0.5 0.5 0.4 0.4\n"), ["a.txt:1", "class nan"]),
+    ("voc-not-xml", _voc(xml="<annotation><object>"), ["a.xml", "not valid XML"]),
+    ("voc-listed-without-annotation", _voc(listed="a\nb\n"), ["train.txt", "b.xml", "does not exist"]),
+    ("voc-box-not-a-number", _voc(xml=VOC_XML.replace("<xmin>9<", "<xmin>left<")), ["a.xml", "'cat'", "<xmin>"]),
+    ("voc-object-without-name", _voc(xml=VOC_XML.replace("<name>cat</name>", "")), ["a.xml", "<name>"]),
+    ("voc-root-without-val", _voc(command="train"), ["ImageSets/Main/val.txt", "val split"]),
     # images that break only when decoded, during training (in the main process and in a worker)
     ("truncated-image-in-training", _truncated_training_image("0"), ["b.png", "truncated"]),
     ("truncated-image-in-a-worker", _truncated_training_image("1"), ["b.png", "truncated"]),

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import functools
-import json
 import os
 
 import pytest
@@ -13,8 +12,9 @@ import torch
 from safetensors.torch import save_file
 
 from fcos_cli import checkpoint
-from fcos_cli.config import preset, to_dict
+from fcos_cli.config import preset
 from fcos_cli.errors import UserError
+from fcos_cli.metadata import WeightsInfo
 from fcos_cli.model import build_model
 
 CLASSES = ["cat", "dog", "bird"]
@@ -64,7 +64,7 @@ def images():
 
 def test_round_trip(tmp_path, images):
     model, cfg = _small()
-    path = checkpoint.save(tmp_path / "w.safetensors", model, cfg, CLASSES)
+    path = checkpoint.save(tmp_path / "w.safetensors", model, WeightsInfo(cfg, CLASSES))
     assert path == tmp_path / "w.safetensors" and path.is_file()
     loaded, cfg2, names = checkpoint.load(path)
     assert not loaded.training
@@ -79,17 +79,16 @@ def test_round_trip(tmp_path, images):
     assert not torch.equal(_outputs(other, images).cls_logits[0], _outputs(loaded, images).cls_logits[0])
 
 
-def test_read_metadata(tmp_path):
+def test_read_info(tmp_path):
     model, cfg = _small()
-    path = checkpoint.save(tmp_path / "w.safetensors", model, cfg, CLASSES, extra={"epoch": "3"})
-    cfg2, names, raw = checkpoint.read_metadata(path)
-    assert cfg2 == cfg and names == CLASSES
-    assert raw["epoch"] == "3"
+    info = WeightsInfo(cfg, CLASSES, [5, 7, 9], epoch=3, step=12, checkpoint_id="3-12-abc")
+    path = checkpoint.save(tmp_path / "w.safetensors", model, info)
+    assert checkpoint.read_info(path) == info
 
 
 def test_load_does_not_unpickle(tmp_path, images, monkeypatch):
     model, cfg = _small()
-    path = checkpoint.save(tmp_path / "w.safetensors", model, cfg, CLASSES)
+    path = checkpoint.save(tmp_path / "w.safetensors", model, WeightsInfo(cfg, CLASSES))
 
     def refuse(*args, **kwargs):
         raise AssertionError("unpickling is not allowed when loading weights")
@@ -107,7 +106,7 @@ def test_save_channels_last_model(tmp_path, images):
     reference = _outputs(model, images)
     model = model.to(memory_format=torch.channels_last)
     assert any(p.dim() == 4 and not p.is_contiguous() for p in model.parameters())
-    path = checkpoint.save(tmp_path / "cl.safetensors", model, cfg, CLASSES)
+    path = checkpoint.save(tmp_path / "cl.safetensors", model, WeightsInfo(cfg, CLASSES))
     loaded, _, _ = checkpoint.load(path)
     for a, b in zip(reference, _outputs(loaded, images)):
         for x, y in zip(a, b):
@@ -117,13 +116,13 @@ def test_save_channels_last_model(tmp_path, images):
 def test_class_name_count_must_match(tmp_path):
     model, cfg = _small()
     with pytest.raises(ValueError):
-        checkpoint.save(tmp_path / "w.safetensors", model, cfg, ["only-one"])
+        checkpoint.save(tmp_path / "w.safetensors", model, WeightsInfo(cfg, ["only-one"]))
     assert not (tmp_path / "w.safetensors").exists()
 
 
 def test_truncated_file(tmp_path):
     model, cfg = _small()
-    path = checkpoint.save(tmp_path / "w.safetensors", model, cfg, CLASSES)
+    path = checkpoint.save(tmp_path / "w.safetensors", model, WeightsInfo(cfg, CLASSES))
     data = path.read_bytes()
     truncated = tmp_path / "truncated.safetensors"
     truncated.write_bytes(data[: len(data) // 2])
@@ -159,8 +158,7 @@ def test_safetensors_without_our_metadata(tmp_path):
 def test_metadata_with_foreign_weights(tmp_path):
     """Our metadata, but tensors that are not this model's: a UserError, not a load_state_dict crash."""
     _, cfg = _small()
-    metadata = {checkpoint.CONFIG_KEY: json.dumps(to_dict(cfg)),
-                checkpoint.CLASSES_KEY: json.dumps(CLASSES)}
+    metadata = WeightsInfo(cfg, CLASSES).to_metadata()
     path = tmp_path / "foreign.safetensors"
     save_file({"something.else": torch.zeros(3)}, str(path), metadata=metadata)
     with pytest.raises(UserError):
@@ -173,8 +171,7 @@ def test_metadata_of_another_width(tmp_path):
     _, cfg32 = _small(fpn_channels=32)
     path = tmp_path / "mismatch.safetensors"
     tensors = {k: v.contiguous().clone() for k, v in model64.state_dict().items()}
-    metadata = {checkpoint.CONFIG_KEY: json.dumps(to_dict(cfg32)),
-                checkpoint.CLASSES_KEY: json.dumps(CLASSES)}
+    metadata = WeightsInfo(cfg32, CLASSES).to_metadata()
     save_file(tensors, str(path), metadata=metadata)
     with pytest.raises(UserError):
         checkpoint.load(path)
@@ -185,7 +182,7 @@ def test_missing_file(tmp_path):
         checkpoint.load(tmp_path / "absent.safetensors")
     assert "absent.safetensors" in str(info.value)
     with pytest.raises(UserError):
-        checkpoint.read_metadata(tmp_path / "absent.safetensors")
+        checkpoint.read_info(tmp_path / "absent.safetensors")
 
 
 def test_directory_is_not_a_weights_file(tmp_path):
@@ -195,14 +192,14 @@ def test_directory_is_not_a_weights_file(tmp_path):
 
 def test_save_leaves_no_temporary_file(tmp_path):
     model, cfg = _small()
-    checkpoint.save(tmp_path / "w.safetensors", model, cfg, CLASSES)
-    checkpoint.save(tmp_path / "w.safetensors", model, cfg, CLASSES)  # overwrite
+    checkpoint.save(tmp_path / "w.safetensors", model, WeightsInfo(cfg, CLASSES))
+    checkpoint.save(tmp_path / "w.safetensors", model, WeightsInfo(cfg, CLASSES))  # overwrite
     assert sorted(p.name for p in tmp_path.iterdir()) == ["w.safetensors"]
 
 
 def test_failed_save_keeps_existing_file(tmp_path, monkeypatch, images):
     model, cfg = _small()
-    path = checkpoint.save(tmp_path / "w.safetensors", model, cfg, CLASSES)
+    path = checkpoint.save(tmp_path / "w.safetensors", model, WeightsInfo(cfg, CLASSES))
     before = path.read_bytes()
 
     def crash_midway(tensors, filename, metadata=None):
@@ -218,7 +215,7 @@ def test_failed_save_keeps_existing_file(tmp_path, monkeypatch, images):
     with torch.no_grad():
         other.head.cls_logits.bias.add_(1.0)
     with pytest.raises(OSError):
-        checkpoint.save(path, other, cfg, CLASSES)
+        checkpoint.save(path, other, WeightsInfo(cfg, CLASSES))
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["w.safetensors"]  # the partial temporary file is gone
     monkeypatch.undo()

@@ -17,6 +17,7 @@ from fcos_cli import checkpoint
 from fcos_cli.cli import app
 from fcos_cli.config import from_dict, preset
 from fcos_cli.data.synthetic import write_demo_data
+from fcos_cli.metadata import WeightsInfo
 from fcos_cli.model import build_model
 
 from conftest import tiny_config, wait_for
@@ -86,8 +87,8 @@ def _run_with_a_corrupt_training_state(tmp_path: Path) -> Path:
     cfg = tiny_config(epochs=2, img_size=64)
     cfg.data.train, cfg.data.val, cfg.model.num_classes = str(demo / "train.json"), str(demo / "val.json"), 3
     (tmp_path / "run").mkdir()
-    last = checkpoint.save(tmp_path / "run" / "last.safetensors", build_model(cfg.model), cfg,
-                           ["ellipse", "rectangle", "triangle"])
+    last = checkpoint.save(tmp_path / "run" / "last.safetensors", build_model(cfg.model),
+                           WeightsInfo(cfg, ["ellipse", "rectangle", "triangle"]))
     (tmp_path / "run" / "last.state.safetensors").write_bytes(b"not a safetensors file")
     return last
 
@@ -133,8 +134,8 @@ def test_sigterm_to_the_group_mid_write_leaves_no_partial_json_and_one_line(comm
     demo = write_demo_data(tmp_path / "demo", num_train=1, num_val=2, max_side=64, seed=1)
     cfg = tiny_config(epochs=1, img_size=64)
     cfg.model.num_classes = 3
-    weights = checkpoint.save(tmp_path / "w.safetensors", build_model(cfg.model), cfg,
-                              ["ellipse", "rectangle", "triangle"])
+    weights = checkpoint.save(tmp_path / "w.safetensors", build_model(cfg.model),
+                              WeightsInfo(cfg, ["ellipse", "rectangle", "triangle"]))
     args = {"eval": ["eval", "--data", str(demo / "val.json")], "predict": ["predict", str(demo / "images"),
                                                                       "--no-save-images"]}[command]
     out = tmp_path / "runs" / "x"

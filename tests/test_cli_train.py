@@ -42,8 +42,8 @@ def test_train_writes_a_complete_run(trained: Path) -> None:
     assert not [n for n in names if n.endswith(".tmp")]
     assert len((trained / "metrics.csv").read_text().splitlines()) == 3
     assert json.loads((trained / "config.json").read_text())["model"]["backbone"]["name"] == "test_resnet"
-    _, names, metadata = checkpoint.read_metadata(trained / "best.safetensors")
-    assert names == ["ellipse", "rectangle", "triangle"] and json.loads(metadata["fcos_cli.category_ids"]) == [1, 2, 3]
+    info = checkpoint.read_info(trained / "best.safetensors")
+    assert info.class_names == ["ellipse", "rectangle", "triangle"] and info.category_ids == [1, 2, 3]
 
 
 def test_weights_bring_their_model_unless_options_say_otherwise(data: Path, trained: Path) -> None:

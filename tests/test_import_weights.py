@@ -224,7 +224,7 @@ def test_torchvision_predictions_equal_torchvisions(tmp_path: Path) -> None:
     assert f"{len(state)} tensors used, 53 filled with exact constants, 0 left over, 0 unfilled" in _summary(result.output)
     weights = tmp_path / "fcos_resnet50_fpn_coco.safetensors"
     model, cfg, names = fcos_cli.load(weights)
-    ids = json.loads(checkpoint.read_metadata(weights)[2]["fcos_cli.category_ids"])
+    ids = checkpoint.read_info(weights).category_ids
     assert names == COCO_NAMES and ids == COCO_CATEGORY_IDS and cfg.preset == "torchvision"
 
     rng = np.random.default_rng(0)
@@ -283,7 +283,7 @@ def test_missing_tensor_is_an_error_unless_allow_partial(tmp_path: Path) -> None
     result = _import(tmp_path / "partial.pth", "--from", "torchvision", "--allow-partial", "--output",
                      str(tmp_path / "p.safetensors"))
     assert result.exit_code == 0, result.output
-    assert json.loads(checkpoint.read_metadata(tmp_path / "p.safetensors")[2]["fcos_cli.imported_from"])["complete"] is False
+    assert checkpoint.read_info(tmp_path / "p.safetensors").imported_from["complete"] is False
 
 
 # --- 2. mmdetection and the original FCOS: every tensor mapped, numerics against their forward code ---------

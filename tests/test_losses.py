@@ -10,7 +10,7 @@ from torch import Tensor
 from torchvision.ops import sigmoid_focal_loss
 
 from fcos_cli.losses import fcos_loss, iou_loss
-from fcos_cli.model.head import HeadOutputs, flatten_levels, unflatten_levels
+from fcos_cli.head_outputs import HeadOutputs, flatten_levels, unflatten_levels
 from fcos_cli.targets import Points, assign_targets, make_points
 
 K = 3

@@ -10,7 +10,8 @@ from torchvision.models.detection.image_list import ImageList
 from fcos_cli.compat import from_torchvision_state_dict
 from fcos_cli.config import preset
 from fcos_cli.inspect_targets import explain_image
-from fcos_cli.model import build_model, flatten_levels, unflatten_levels
+from fcos_cli.head_outputs import flatten_levels, unflatten_levels
+from fcos_cli.model import build_model
 from fcos_cli.pipeline import detections_for, loss_for, points_for, targets_for
 
 NUM_CLASSES = 91

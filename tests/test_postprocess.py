@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch import Tensor
 
-from fcos_cli.model.head import HeadOutputs, unflatten_levels
+from fcos_cli.head_outputs import HeadOutputs, unflatten_levels
 from fcos_cli.postprocess import postprocess
 from fcos_cli.targets import Points, make_points
 

@@ -17,6 +17,7 @@ from fcos_cli.cli import app
 from fcos_cli.config import preset
 from fcos_cli.engine.predict import detect, inference_amp
 from fcos_cli.errors import UserError
+from fcos_cli.metadata import WeightsInfo
 from fcos_cli.model import build_model
 from fcos_cli.model.optimize import (cpu_supports_bf16, find_conv_norm_pairs, fold_batchnorm, optimize_for_inference,
                                      speed_up_training)
@@ -88,13 +89,13 @@ def test_optimizing_leaves_the_saved_weights_plain(tmp_path: Path) -> None:
     assert any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
 
     names = [f"c{i}" for i in range(cfg.model.num_classes)]
-    path = checkpoint.save(tmp_path / "plain.safetensors", model, cfg, names)
+    path = checkpoint.save(tmp_path / "plain.safetensors", model, WeightsInfo(cfg, names))
     loaded, _, _ = checkpoint.load(path)
     images = torch.rand(1, 3, 64, 64)
     with torch.inference_mode():
         _assert_same_outputs(model(images), loaded(images))
     # The optimized copy lacks the BatchNorm tensors: its file does not load as a model, never silently wrong.
-    bad = checkpoint.save(tmp_path / "optimized.safetensors", fast, cfg, names)
+    bad = checkpoint.save(tmp_path / "optimized.safetensors", fast, WeightsInfo(cfg, names))
     with pytest.raises(UserError, match="do not fit"):
         checkpoint.load(bad)
 
@@ -168,7 +169,7 @@ def test_speed_up_training_keeps_names_and_saves_plain(tmp_path: Path) -> None:
     assert list(model.state_dict()) == keys
     assert all(m.weight.is_contiguous(memory_format=torch.channels_last) for m in model.modules()
                if isinstance(m, nn.Conv2d))
-    path = checkpoint.save(tmp_path / "w.safetensors", model, cfg, ["a", "b", "c"])
+    path = checkpoint.save(tmp_path / "w.safetensors", model, WeightsInfo(cfg, ["a", "b", "c"]))
     loaded, _, _ = checkpoint.load(path)
     for k, v in loaded.state_dict().items():
         assert torch.equal(v, model.state_dict()[k])

@@ -1,54 +1,78 @@
-"""Datasets: COCO JSON, YOLO txt and the built-in demo, read into `DatasetIndex` records."""
+"""Datasets: the table of `--data` formats (demo, COCO, Pascal VOC, YOLO), read into `DatasetIndex` records."""
 
 from __future__ import annotations
 
+import importlib
 import random
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING
 
 from ..errors import UserError
-from .records import DatasetIndex, ImageRecord
 
 if TYPE_CHECKING:
     from ..config import DataConfig
+    from .records import DatasetIndex
 
-__all__ = ["DatasetIndex", "ImageRecord", "open_data", "open_split", "open_recorded"]
+__all__ = ["DataFormat", "FORMATS", "DATA_HELP", "format_of", "open_data", "open_split", "open_recorded"]
+
+
+@dataclass(frozen=True)
+class DataFormat:
+    """One `--data` format. Its module (imported on first use, so that `--help` stays light) defines
+    `detect(path) -> bool`, `has_val(path) -> bool` (the data carries its own val split; else --val-data or
+    --val-fraction) and `load(path, split, images_dir) -> DatasetIndex`."""
+
+    name: str
+    help: str  # how help and error texts name it
+    module: str  # under fcos_cli.data
+
+    @property
+    def reader(self) -> ModuleType:
+        return importlib.import_module(f"{__name__}.{self.module}")
+
+
+# Tried in this order: `demo` before any folder of that name, VOC roots before other folders (YOLO).
+FORMATS = (
+    DataFormat("demo", "the built-in, offline 'demo'", "synthetic"),
+    DataFormat("coco", "a COCO .json", "coco"),
+    DataFormat("voc", "a Pascal VOC root or ImageSets .txt", "voc"),
+    DataFormat("yolo", "a YOLO data.yaml", "yolo"),
+)
+DATA_HELP = ", ".join(f.help for f in FORMATS[:-1]) + f", or {FORMATS[-1].help}"
+
+
+def format_of(data: str | Path, flag: str = "--data") -> DataFormat:
+    """The format of a `--data` value; `flag` names the option in error messages."""
+    path = Path(data)
+    for fmt in FORMATS:
+        if fmt.reader.detect(path):
+            return fmt
+    if not path.exists():
+        raise UserError(f"{flag} {data}: no such file or directory (give {DATA_HELP})")
+    raise UserError(f"{flag} {data}: expected {DATA_HELP}")
 
 
 def open_split(data: str | Path, split: str = "train", images_dir: str | Path | None = None,
                flag: str = "--data") -> DatasetIndex:
-    """One split of `demo`, a COCO JSON file (the split is the file) or a YOLO data.yaml.
+    """One split of a dataset in any of `FORMATS` (of a COCO .json or a VOC ImageSets .txt: the file).
 
     `flag` names the option the path came from in error messages.
     """
-    from .coco import load_coco
-    from .synthetic import ensure_demo_data
-
     if split not in ("train", "val"):
         raise UserError(f"split {split!r}: expected train or val")
-    if str(data) == "demo":  # evaluated against boxes rebuilt from the records, as YOLO data
-        return replace(load_coco(ensure_demo_data() / f"{split}.json"), coco_file=None)
-    path = Path(data)
-    if not path.exists():
-        raise UserError(f"{flag} {data}: no such file or directory (give a COCO .json, a YOLO data.yaml, or demo)")
-    if path.suffix.lower() == ".json":
-        return load_coco(path, images_dir)
-    if path.suffix.lower() in (".yaml", ".yml") or path.is_dir():
-        from .yolo import load_yolo
-
-        return load_yolo(path, split)
-    raise UserError(f"{flag} {data}: expected a COCO .json, a YOLO data.yaml, or demo")
+    return format_of(data, flag).reader.load(Path(data), split, images_dir)
 
 
 def open_data(data: str | Path, val_data: str | Path | None = None, val_fraction: float = 0.0,
               seed: int = 0, images_dir: str | Path | None = None) -> tuple[DatasetIndex, DatasetIndex | None]:
-    """Train and validation indexes: `demo` and YOLO yamls carry their val split; a COCO file needs
-    `val_data` or `val_fraction` (a seeded split of its images)."""
+    """Train and validation indexes: demo, YOLO and VOC roots carry their val split; a COCO file (or a VOC
+    ImageSets .txt) needs `val_data` or `val_fraction` (a seeded split of its images)."""
     train = open_split(data, "train", images_dir)
     if val_data is not None:
         val = open_split(val_data, "val", flag="--val-data")
-    elif str(data) == "demo" or Path(data).suffix.lower() in (".yaml", ".yml") or Path(data).is_dir():
+    elif format_of(data).reader.has_val(Path(data)):
         val = open_split(data, "val", images_dir) if val_fraction == 0 else None
     else:
         val = None

@@ -12,7 +12,7 @@ import numpy as np
 from ..errors import UserError
 from .records import (MISSING_IMAGE, BoxCheck, DatasetIndex, ImageRecord, image_size, read_mapping, safe_join)
 
-__all__ = ["load_coco"]
+__all__ = ["load_coco", "detect", "has_val", "load"]
 
 _NUM_ROOT_PROBES = 20  # images tried when looking for the image folder (some may be missing)
 
@@ -131,3 +131,15 @@ def load_coco(json_path: str | Path, images_dir: str | Path | None = None) -> Da
                         f"{skipped_files[0][1]}); check the image folder or pass --images")
     return DatasetIndex(records, [names[c] for c in category_ids], category_ids, dict(check.skipped), check.clipped,
                         skipped_files, str(json_path), coco_file=str(json_path), unreadable_ids=unreadable_ids)
+
+
+def detect(path: Path) -> bool:
+    return path.suffix.lower() == ".json" and path.exists()
+
+
+def has_val(path: Path) -> bool:
+    return False  # the file is one split: --val-data or --val-fraction
+
+
+def load(path: Path, split: str, images_dir: str | Path | None) -> DatasetIndex:
+    return load_coco(path, images_dir)

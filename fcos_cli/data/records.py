@@ -17,6 +17,7 @@ import yaml
 from PIL import Image
 
 from ..errors import UserError
+from ..metadata import category_ids_or_default
 
 __all__ = ["ImageRecord", "DatasetIndex", "read_mapping", "safe_join", "image_size", "BoxCheck"]
 
@@ -112,6 +113,10 @@ class ImageRecord:
     image_id: int  # COCO image id (or the index for formats without ids)
     width: int | None = None  # original size when the annotation file knows it
     height: int | None = None
+    # Boxes never trained on and evaluated as crowds (a detection on one is neither right nor wrong): VOC's
+    # `difficult` objects. (G, 4) float32 xyxy, (G,) int64.
+    crowd_boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))
+    crowd_labels: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
 
 
 @dataclass
@@ -125,7 +130,7 @@ class DatasetIndex:
 
     records: list[ImageRecord]
     class_names: list[str]
-    category_ids: list[int] = field(default_factory=list)  # COCO id of label i (empty: 1..K)
+    category_ids: list[int] = field(default_factory=list)  # COCO id of label i (empty: 1..K, filled in)
     skipped: dict[str, int] = field(default_factory=dict)  # reason -> count of dropped boxes/images
     clipped: int = 0  # boxes partly outside the image, cut to it
     skipped_files: list[tuple[Path, str]] = field(default_factory=list)  # images left out and why
@@ -134,3 +139,6 @@ class DatasetIndex:
     # images that could not be read (they count as images without detections). None: YOLO and demo data.
     coco_file: str | None = None
     unreadable_ids: list[int] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.category_ids = category_ids_or_default(self.category_ids, len(self.class_names))

@@ -5,14 +5,18 @@ from __future__ import annotations
 import json
 import math
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from ..atomic import atomic_write
+from .coco import load_coco
+from .records import DatasetIndex
 
-__all__ = ["DEMO_CLASSES", "write_demo_data", "ensure_demo_data", "demo_scene", "DEFAULT_DEMO_DIR"]
+__all__ = ["DEMO_CLASSES", "write_demo_data", "ensure_demo_data", "demo_scene", "DEFAULT_DEMO_DIR", "detect", "has_val",
+           "load"]
 
 DEMO_CLASSES = ["ellipse", "rectangle", "triangle"]
 DEMO_VERSION = 2  # part of the cache folder name: a changed generator never reuses old images
@@ -111,3 +115,16 @@ def ensure_demo_data(root: str | Path | None = None, **kwargs: int) -> Path:
 def demo_scene(seed: int = 0, max_side: int = 800) -> Image.Image:
     """One generated demo image (shapes on a textured background), e.g. to check an export when there is no data."""
     return _make_image(np.random.default_rng(seed), max_side)[0]
+
+
+def detect(path: Path) -> bool:
+    return str(path) == "demo"
+
+
+def has_val(path: Path) -> bool:
+    return True
+
+
+def load(path: Path, split: str, images_dir: str | Path | None = None) -> DatasetIndex:
+    """A split of the default demo data; evaluated against boxes rebuilt from the records, as YOLO data."""
+    return replace(load_coco(ensure_demo_data() / f"{split}.json"), coco_file=None)

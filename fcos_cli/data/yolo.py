@@ -11,7 +11,7 @@ import yaml
 from ..errors import UserError
 from .records import MISSING_IMAGE, BoxCheck, DatasetIndex, ImageRecord, image_size, read_mapping
 
-__all__ = ["load_yolo", "IMAGE_SUFFIXES"]
+__all__ = ["load_yolo", "IMAGE_SUFFIXES", "detect", "has_val", "load"]
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 
@@ -117,3 +117,15 @@ def load_yolo(yaml_path: str | Path, split: str = "train") -> DatasetIndex:
                         f"{skipped_files[0][0]}, {skipped_files[0][1]})")
     return DatasetIndex(records, names, [], dict(check.skipped), check.clipped, skipped_files,
                         f"{yaml_path} ({split})")
+
+
+def detect(path: Path) -> bool:
+    return path.exists() and (path.suffix.lower() in (".yaml", ".yml") or path.is_dir())
+
+
+def has_val(path: Path) -> bool:
+    return True
+
+
+def load(path: Path, split: str, images_dir: str | Path | None) -> DatasetIndex:
+    return load_yolo(path, split)

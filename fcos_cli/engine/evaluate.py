@@ -43,10 +43,6 @@ class EvalResult:
     diagnostics: Diagnostics | None = None  # with an output folder: curves, best-F1 confidence, confusion
 
 
-def category_ids(index: DatasetIndex) -> list[int]:
-    return index.category_ids or list(range(1, len(index.class_names) + 1))
-
-
 def to_coco_results(detections: list[Detections], metas: list[ImageMeta], category_ids: list[int]) -> list[dict]:
     """COCO results: boxes mapped back to original pixels as xywh, labels to the dataset's category ids."""
     results = []
@@ -66,7 +62,7 @@ def predict_results(model: FCOS, cfg: FCOSConfig, index: DatasetIndex, device: t
     `model` may be the output of `model.optimize.optimize_for_inference` (folded BatchNorm, channels_last).
     """
     model.eval()
-    ids = category_ids(index)
+    ids = index.category_ids
     results, sizes = [], {}
     for batch in loader(index, cfg, model.backbone.mean, train=False, batch_size=batch_size, workers=workers):
         detections = detect(model, cfg, batch.images.to(device, non_blocking=True), batch.sizes, amp)
@@ -78,16 +74,18 @@ def predict_results(model: FCOS, cfg: FCOSConfig, index: DatasetIndex, device: t
 
 
 def _built_ground_truth(index: DatasetIndex, sizes: dict[int, tuple[int, int]]) -> COCO:
-    """YOLO and demo data: the records' boxes (no crowds; area = box area)."""
-    ids = category_ids(index)
+    """YOLO, VOC and demo data: the records' boxes (VOC's difficult ones as crowds; area = box area)."""
+    ids = index.category_ids
     images, annotations = [], []
     for record in index.records:
         height, width = sizes.get(record.image_id, (record.height, record.width))
         images.append({"id": record.image_id, "width": width, "height": height})
-        for box, label in zip(record.boxes.tolist(), record.labels.tolist()):
-            w, h = box[2] - box[0], box[3] - box[1]
-            annotations.append({"id": len(annotations) + 1, "image_id": record.image_id, "category_id": ids[label],
-                                "bbox": [box[0], box[1], w, h], "area": w * h, "iscrowd": 0})
+        for crowd, boxes, labels in ((0, record.boxes, record.labels), (1, record.crowd_boxes, record.crowd_labels)):
+            for box, label in zip(boxes.tolist(), labels.tolist()):
+                w, h = box[2] - box[0], box[3] - box[1]
+                annotations.append({"id": len(annotations) + 1, "image_id": record.image_id,
+                                    "category_id": ids[label], "bbox": [box[0], box[1], w, h], "area": w * h,
+                                    "iscrowd": crowd})
     return _indexed({"images": images, "annotations": annotations,
                      "categories": [{"id": i, "name": n} for i, n in zip(ids, index.class_names)]})
 
@@ -156,7 +154,7 @@ def coco_metrics(index: DatasetIndex, results: list[dict], sizes: dict[int, tupl
 
 def image_boxes(gt: COCO, results: list[dict], index: DatasetIndex) -> dict[int, ImageBoxes]:
     """Each scored image's ground truth (crowds apart) and detections as tensors, xyxy original pixels."""
-    label_of = {cid: k for k, cid in enumerate(category_ids(index))}
+    label_of = {cid: k for k, cid in enumerate(index.category_ids)}
 
     def xyxy(boxes: list[list[float]]) -> torch.Tensor:
         t = torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4)

@@ -23,6 +23,7 @@ from ..data.sources import is_video
 from ..data.transforms import build_transform
 from ..data.video import VideoReader, video_output_name, write_video
 from ..errors import UserError
+from ..metadata import WeightsInfo
 from ..export import nms_inputs, quiet_session_options
 from ..model import FCOS
 from ..pipeline import detections_for
@@ -92,22 +93,16 @@ def predict(model: FCOS, cfg: FCOSConfig, images: list[ImageLike], batch_size: i
     return results
 
 
-def read_onnx(path: Path) -> tuple[FCOSConfig, list[str], dict[str, str]]:
-    """The config, class names and metadata of an ONNX file written by `fcos export`."""
+def read_onnx(path: Path) -> WeightsInfo:
+    """The `WeightsInfo` (config, class names, category ids) of an ONNX file written by `fcos export`."""
     import onnx
-
-    from ..config import from_dict
 
     try:
         proto = onnx.load(str(path), load_external_data=False)
     except Exception as e:  # noqa: BLE001 - protobuf raises several types for a file that is not ONNX
         raise UserError(f"--weights {path} is not a readable ONNX file ({type(e).__name__}); write one with "
                         f"`fcos export`") from e
-    metadata = {p.key: p.value for p in proto.metadata_props}
-    if "fcos_cli.config" not in metadata:
-        raise UserError(f"{path} is an ONNX file without fcos_cli metadata (export it with `fcos export`)")
-    return from_dict(json.loads(metadata["fcos_cli.config"])), json.loads(metadata.get("fcos_cli.class_names", "[]")), \
-        metadata
+    return WeightsInfo.from_onnx(proto, str(path))
 
 
 def onnx_providers(device: str) -> list:
@@ -136,7 +131,8 @@ class OnnxDetector:
         import onnxruntime
 
         self.path = path
-        self.cfg, self.class_names, self.metadata = read_onnx(path)
+        self.info = read_onnx(path)
+        self.cfg, self.class_names = self.info.config, self.info.class_names
         self.session = onnxruntime.InferenceSession(str(path), quiet_session_options(),
                                                     providers=onnx_providers(device))
         if device.startswith("cuda") and "CUDAExecutionProvider" not in self.session.get_providers():

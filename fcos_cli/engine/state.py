@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import random
 from pathlib import Path
@@ -14,6 +13,7 @@ from safetensors.torch import save_file
 
 from ..atomic import atomic_write
 from ..errors import UserError
+from ..metadata import TrainStateInfo
 
 __all__ = ["state_path", "save_state", "load_state"]
 
@@ -73,21 +73,11 @@ def save_state(path: Path, model: torch.nn.Module, optimizer, scheduler, scaler,
         "rng_numpy": _split({k: v for k, v in zip(("kind", "keys", "pos", "has_gauss", "gauss"),
                                                   np.random.get_state())}, "rng_numpy", tensors),
     }
-    metadata = {"fcos_cli.train_state": json.dumps(tree, default=_np_default), "fcos_cli.epoch": str(epoch),
-                "fcos_cli.step": str(step), "fcos_cli.best_ap": str(best_ap), "fcos_cli.checkpoint_id": checkpoint_id,
-                "fcos_cli.progress": json.dumps(progress or {})}
+    metadata = TrainStateInfo(tree, epoch, step, best_ap, checkpoint_id, progress or {}).to_metadata()
     if path.is_file():
         os.replace(path, _previous(path))
     with atomic_write(path) as tmp:
         save_file(tensors, str(tmp), metadata=metadata)
-
-
-def _np_default(value):
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    raise TypeError(type(value))
 
 
 def _read(path: Path) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
@@ -109,14 +99,13 @@ def load_state(path: Path, model: torch.nn.Module, optimizer, scheduler, scaler,
         raise UserError(f"cannot resume: the training state {path} is missing (it is written beside last.safetensors)")
     for candidate in candidates:
         metadata, tensors = _read(candidate)
-        if "fcos_cli.train_state" not in metadata:
-            raise UserError(f"cannot resume from {candidate}: not an fcos_cli training state")
-        if checkpoint_id is None or metadata.get("fcos_cli.checkpoint_id") == checkpoint_id:
+        info = TrainStateInfo.from_metadata(metadata, str(candidate))
+        if checkpoint_id is None or info.checkpoint_id == checkpoint_id:
             break
     else:
         raise UserError(f"cannot resume: {path} is from another checkpoint than its weights file "
-                        f"(step {metadata.get('fcos_cli.step')}); the pair does not match")
-    tree = _join(json.loads(metadata["fcos_cli.train_state"]), tensors)
+                        f"(step {info.step}); the pair does not match")
+    tree = _join(info.train_state, tensors)
     try:
         model.load_state_dict(tree["model"])
         optimizer.load_state_dict(_int_keys(tree["optimizer"]))
@@ -129,5 +118,4 @@ def load_state(path: Path, model: torch.nn.Module, optimizer, scheduler, scaler,
     random.setstate((version, tuple(state), gauss))
     n = tree["rng_numpy"]
     np.random.set_state((n["kind"], np.asarray(n["keys"], dtype=np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
-    return (int(metadata["fcos_cli.epoch"]), int(metadata["fcos_cli.step"]), float(metadata["fcos_cli.best_ap"]),
-            json.loads(metadata.get("fcos_cli.progress", "{}")))
+    return info.epoch, info.step, float(info.best_ap), info.progress

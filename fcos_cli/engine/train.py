@@ -12,7 +12,7 @@ import random
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -25,6 +25,7 @@ from ..config import FCOSConfig, resolve, to_dict
 from ..data.records import DatasetIndex
 from ..errors import UserError
 from ..losses import FCOSLosses
+from ..metadata import WeightsInfo
 from ..model import FCOS, build_model
 from ..model.optimize import speed_up_training
 from ..pipeline import loss_for
@@ -107,7 +108,7 @@ class Run:
     ranks: Ranks
     run_dir: Path
     class_names: list[str]
-    extra: dict[str, str]  # metadata of every saved weights file
+    info: WeightsInfo  # what every saved weights file records (config, classes, category ids)
     start: float  # time.perf_counter() at the start
     budget: TimeBudget | None = None  # set once the run is restored
     step: int = 0
@@ -134,7 +135,8 @@ def finetune_model(weights: Path, cfg: FCOSConfig, class_names: list[str]) -> tu
     A different class set re-initialises the class logits (fine-tuning); a different backbone is an error.
     Returns the model and a report of what was and was not loaded.
     """
-    source_cfg, source_names, _ = checkpoint.read_metadata(weights)
+    recorded = checkpoint.read_info(weights)
+    source_cfg, source_names = recorded.config, recorded.class_names
     if source_cfg.model.backbone.name != cfg.model.backbone.name:
         raise UserError(f"--weights {weights} has backbone {source_cfg.model.backbone.name!r} but --backbone is "
                         f"{cfg.model.backbone.name!r}; pass --backbone {source_cfg.model.backbone.name}")
@@ -263,9 +265,9 @@ def prepare(cfg: FCOSConfig, train_index: DatasetIndex, run_dir: Path, device: t
 
         ema = ModelEmaV3(model, decay=0.9998, use_warmup=True)
     # The dataset's own category ids (COCO), so that predictions map back to them.
-    ids = train_index.category_ids or list(range(1, len(class_names) + 1))
-    return Run(cfg, model, net, ema, optimizer, scheduler, scaler, data, device, ranks, run_dir, class_names,
-               {"fcos_cli.category_ids": json.dumps(ids)}, time.perf_counter())
+    info = WeightsInfo(cfg, class_names, train_index.category_ids)
+    return Run(cfg, model, net, ema, optimizer, scheduler, scaler, data, device, ranks, run_dir, class_names, info,
+               time.perf_counter())
 
 
 def restore(run: Run, resume: Path) -> tuple[int, dict]:
@@ -273,9 +275,8 @@ def restore(run: Run, resume: Path) -> tuple[int, dict]:
     scheduler, scaler, RNG states, step, best AP and the metrics rows up to its epoch.
 
     Returns the first epoch to run and the position inside it (empty: from its start)."""
-    _, _, metadata = checkpoint.read_metadata(resume)
     epoch, run.step, run.best_ap, position = load_state(state_path(resume), run.model, run.optimizer, run.scheduler,
-                                                        run.scaler, metadata.get("fcos_cli.checkpoint_id"))
+                                                        run.scaler, checkpoint.read_info(resume).checkpoint_id)
     if run.ema is not None:
         run.ema.module.load_state_dict(checkpoint.load(resume)[0].state_dict())
     run.rows = read_history(run.run_dir / "metrics.csv", epoch)
@@ -348,8 +349,7 @@ def end_of_epoch(run: Run, epoch: int, tally: EpochTally, val_index: DatasetInde
         plot_history(run.rows, run.run_dir / "curves.png")
         if val_index is None or row.get("AP", -1.0) > run.best_ap:
             run.best_ap = row.get("AP", run.best_ap)
-            checkpoint.save(run.best, run.eval_model, run.cfg, run.class_names,
-                            extra={**run.extra, "fcos_cli.epoch": str(epoch)})
+            checkpoint.save(run.best, run.eval_model, replace(run.info, epoch=epoch))
         save_last(run, epoch, {})
         callbacks.epoch_ended(row)
     run.budget.lap("end")
@@ -362,9 +362,8 @@ def save_last(run: Run, epoch_done: int, position: dict) -> None:
     checkpoint_id = f"{epoch_done}-{run.step}-{uuid.uuid4().hex[:8]}"  # pairs the weights with their state
     save_state(state_path(run.last), run.model, run.optimizer, run.scheduler, run.scaler, epoch_done, run.step,
                run.best_ap, checkpoint_id, position)
-    checkpoint.save(run.last, run.eval_model, run.cfg, run.class_names,
-                    extra={**run.extra, "fcos_cli.checkpoint_id": checkpoint_id, "fcos_cli.epoch": str(epoch_done),
-                           "fcos_cli.step": str(run.step)})
+    checkpoint.save(run.last, run.eval_model,
+                    replace(run.info, checkpoint_id=checkpoint_id, epoch=epoch_done, step=run.step))
     run.budget.saved(time.perf_counter() - began)
 
 

@@ -1,14 +1,14 @@
 """Any timm model as a multi-scale feature extractor (timm `features_only`), always NCHW out.
 
 Models with features at strides 8/16/32 give them directly; single-stride models (plain ViT, DeiT, ...)
-go through a simple feature pyramid. Also: freezing stages / BatchNorm, and local pretrained weights.
+go through a simple feature pyramid. Also: pretrained weights (hub or file) and freezing stages / BatchNorm.
+Which models qualify, and their probes, are in `catalog.py`.
 """
 
 from __future__ import annotations
 
-import difflib
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import timm
@@ -18,106 +18,12 @@ from torchvision.ops.misc import FrozenBatchNorm2d  # what timm's freeze_batch_n
 
 from ..atomic import sha256
 from ..errors import UserError, one_line
+from .catalog import FCOS_STRIDES, check_backbone_name, create_features, is_nhwc, plan_levels
 from .simple_pyramid import SimplePyramid
 
-__all__ = ["Backbone", "BackboneProbe", "LoadReport", "check_backbone", "check_backbone_name", "hub_weights", "plan_levels",
-           "probe_backbone", "suggest_backbones"]
+__all__ = ["Backbone", "LoadReport", "hub_weights"]
 
-FCOS_STRIDES = (8, 16, 32)  # C3-C5 of the paper
 _NESTED_KEYS = ("state_dict", "model", "state_dict_ema")  # timm / torchvision training checkpoints
-
-
-def check_backbone_name(name: str) -> None:
-    """A UserError with close matches for a name timm does not know (cheap: builds nothing)."""
-    if not timm.is_model(name):
-        close = suggest_backbones(name)
-        hint = f"; close matches: {', '.join(close)}" if close else ""
-        raise UserError(f"unknown timm backbone {name!r}{hint}")
-
-
-def suggest_backbones(name: str, limit: int = 5) -> list[str]:
-    """Close timm model names: same-prefix pattern matches first, then fuzzy matches."""
-    names = timm.list_models()
-    prefix = name.split("_")[0]
-    by_pattern = timm.list_models(f"{prefix}*") if prefix else []
-    fuzzy = difflib.get_close_matches(name, names, n=limit, cutoff=0.6)
-    return list(dict.fromkeys(fuzzy + difflib.get_close_matches(name, by_pattern, n=limit, cutoff=0.0)))[:limit]
-
-
-def plan_levels(name: str, reductions: list[int], strides: tuple[int, ...]) -> list[int] | None:
-    """Which timm levels give `strides`: their indices, or None for a simple pyramid from the last level.
-
-    The last level per stride is used: it has seen the most layers at that resolution. A model lacking
-    one of the strides 8/16/32 (a plain ViT has only 16) gets the pyramid; any other gap is an error.
-    """
-    missing = [s for s in strides if s not in reductions]
-    if not missing:
-        return [max(i for i, r in enumerate(reductions) if r == s) for s in strides]
-    if len(set(reductions) & set(FCOS_STRIDES)) < len(FCOS_STRIDES):
-        return None
-    raise UserError(f"timm backbone {name!r} has feature strides {sorted(set(reductions))}, "
-                    f"but FCOS needs {list(strides)} (missing {missing}); try e.g. resnet50, convnext_tiny")
-
-
-def _create(name: str, **kwargs) -> nn.Module:
-    """timm `features_only` model; `dynamic_img_size=True` where the class takes it (ViT, DeiT, EVA, swin).
-
-    Without it ViTs accept only their training size and swin only multiples of its window.
-    """
-    try:
-        return timm.create_model(name, features_only=True, dynamic_img_size=True, **kwargs)
-    except TypeError as e:
-        if "dynamic_img_size" not in str(e):
-            raise
-    return timm.create_model(name, features_only=True, **kwargs)
-
-
-def _nhwc(body: nn.Module) -> bool:
-    """swin, mambaout: (B, H, W, C); EfficientNetFeatures has no `output_fmt` and is NCHW."""
-    return str(getattr(body, "output_fmt", "NCHW")).endswith("NHWC")
-
-
-@dataclass
-class BackboneProbe:
-    """What `fcos backbones` shows for one timm model (from `feature_info`, built on the meta device)."""
-
-    name: str
-    reductions: list[int] = field(default_factory=list)
-    channels: list[int] = field(default_factory=list)
-    pyramid: bool = False  # needs the simple feature pyramid
-    nhwc: bool = False
-    error: str | None = None  # why it cannot work with FCOS at all
-
-
-PROBE_SIZE = (320, 480)  # a non-square, non-224 input: exposes models fixed to their training size
-
-
-def probe_backbone(name: str, strides: tuple[int, ...] = FCOS_STRIDES) -> BackboneProbe:
-    """Feature strides and channels of a timm model without allocating weights (~0.1-0.3 s).
-
-    Built and run on the meta device (shapes only): a forward at `PROBE_SIZE` catches models that take
-    only their training size (levit, beit, hiera) or multiples of a window (maxvit, coatnet).
-    """
-    try:
-        with torch.device("meta"):
-            body = _create(name)
-            info = body.feature_info
-            reductions, channels = list(info.reduction()), list(info.channels())
-            pyramid = plan_levels(name, reductions, strides) is None
-            if pyramid:
-                SimplePyramid(channels[-1], reductions[-1], strides)  # raises for e.g. stride 14 (patch 14)
-            try:
-                body.eval()(torch.zeros(1, 3, *PROBE_SIZE))  # eval: BatchNorm on 1x1 maps needs batch > 1 in train
-            except Exception as e:  # noqa: BLE001 - shape errors of all kinds
-                if "meta" in str(e):  # data-dependent code (`.item()`) cannot run on meta: inconclusive, not a no
-                    return BackboneProbe(name, reductions, channels, pyramid, _nhwc(body))
-                raise UserError(f"fails at {PROBE_SIZE[0]}x{PROBE_SIZE[1]} (input size fixed?): "
-                                f"{type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}") from None
-        return BackboneProbe(name, reductions, channels, pyramid, _nhwc(body))
-    except UserError as e:
-        return BackboneProbe(name, error=str(e))
-    except Exception as e:  # noqa: BLE001 - any timm failure means "no features_only for this model"
-        return BackboneProbe(name, error=f"{type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}")
 
 
 # ---- pretrained weights: the Hugging Face hub (timm's own source) or a local file -------------------------
@@ -165,8 +71,6 @@ def hub_weights(name: str) -> tuple[Path, str]:
 
 def has_batch_norm(module: nn.Module) -> bool:
     return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in module.modules())
-
-
 
 
 @dataclass
@@ -273,14 +177,14 @@ class Backbone(nn.Module):
             self.start = f"pretrained file {pretrained_file} ({self.load_report.summary})"
         else:
             try:
-                self.body = _create(name)
+                self.body = create_features(name)
             except (RuntimeError, AssertionError, TypeError, ValueError, NotImplementedError) as e:
                 raise UserError(f"timm backbone {name!r} cannot return multi-scale features: {e}") from None
         if self.load_report is not None:
             self.pretrained_sha256 = sha256(Path(self.load_report.path))
         info = self.body.feature_info
         reductions = info.reduction()
-        self.nhwc = _nhwc(self.body)
+        self.nhwc = is_nhwc(self.body)
         self.indices = plan_levels(name, reductions, strides)
         if self.indices is None:  # single-stride model: everything from its last (deepest) map
             self.indices = [len(reductions) - 1]
@@ -315,7 +219,7 @@ class Backbone(nn.Module):
         if not path.is_file():
             raise UserError(f"pretrained file {path} does not exist")
         try:
-            body = _create(name, pretrained=True, pretrained_cfg_overlay={"file": str(path)})
+            body = create_features(name, pretrained=True, pretrained_cfg_overlay={"file": str(path)})
         except Exception as e:  # noqa: BLE001 - any failure here is the file's, reported in one line
             raise UserError(f"cannot load pretrained file {path} into timm {name!r}: "
                             f"{str(e).splitlines()[0][:300]}") from None
@@ -373,36 +277,3 @@ class Backbone(nn.Module):
         if self.pyramid is not None:
             features = self.pyramid(features[0])
         return features
-
-
-def check_backbone(name: str, img_size: tuple[int, int]) -> list[tuple[str, int, tuple[int, ...]]]:
-    """Build a full FCOS on `name` (random weights, 256-wide FPN) and run it once on a zero (1, 3, H, W) image.
-
-    Returns (part, stride, shape) rows: timm's raw maps, the maps given to the FPN (from the simple
-    pyramid for single-stride models), the FPN outputs and the head's class logits.
-    """
-    from ..config import ModelConfig
-    from .detector import build_model
-
-    cfg = ModelConfig()
-    cfg.backbone.name = name
-    model = build_model(cfg).eval()
-    seen: dict[str, object] = {}
-    hooks = [module.register_forward_hook(lambda _m, _i, out, key=key: seen.__setitem__(key, out))
-             for key, module in (("timm", model.backbone.body), ("backbone", model.backbone), ("fpn", model.fpn))]
-    try:
-        with torch.no_grad():
-            outputs = model(torch.zeros(1, 3, *img_size))
-    except (RuntimeError, AssertionError, ValueError) as e:
-        raise UserError(f"timm {name!r} builds but fails on a {img_size[0]}x{img_size[1]} image (it may take only "
-                        f"its training size or multiples of a window): {str(e).splitlines()[0][:200]}") from None
-    finally:
-        for hook in hooks:
-            hook.remove()
-    backbone = model.backbone
-    rows = [("timm", r, tuple(f.shape)) for r, f in zip(backbone.body.feature_info.reduction(), seen["timm"])]
-    part = "pyramid" if backbone.pyramid is not None else "backbone"
-    rows += [(part, s, tuple(f.shape)) for s, f in zip(backbone.strides, seen["backbone"])]
-    rows += [("fpn", s, tuple(f.shape)) for s, f in zip(model.strides, seen["fpn"])]
-    rows += [("head cls", s, tuple(f.shape)) for s, f in zip(model.strides, outputs.cls_logits)]
-    return rows

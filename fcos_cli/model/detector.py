@@ -1,4 +1,5 @@
-"""FCOS: 0-1 images -> raw per-level head outputs (no loss, no NMS), and `build_model` from config."""
+"""FCOS: 0-1 images -> raw per-level head outputs (no loss, no NMS); `build_model` from config; `check_backbone`
+(a full FCOS on a timm model, run once: the shapes `fcos backbones --check` shows)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,10 @@ from torch import Tensor, nn
 
 from ..config import ModelConfig, group_count
 from ..errors import UserError
+from ..head_outputs import HeadOutputs
 from .backbone import Backbone
 from .fpn import FPN
-from .head import FCOSHead, HeadOutputs
+from .head import FCOSHead
 
 __all__ = ["FCOS", "build_model"]
 
@@ -112,3 +114,33 @@ def _stride_in_1x1(body: nn.Module, name: str) -> None:
             moved += 1
     if not moved:
         raise UserError(f"stride_in_1x1 needs a timm ResNet with strided bottleneck blocks; {name!r} has none")
+
+
+def check_backbone(name: str, img_size: tuple[int, int]) -> list[tuple[str, int, tuple[int, ...]]]:
+    """Build a full FCOS on `name` (random weights, 256-wide FPN) and run it once on a zero (1, 3, H, W) image.
+
+    Returns (part, stride, shape) rows: timm's raw maps, the maps given to the FPN (from the simple
+    pyramid for single-stride models), the FPN outputs and the head's class logits.
+    """
+    cfg = ModelConfig()
+    cfg.backbone.name = name
+    model = build_model(cfg).eval()
+    seen: dict[str, object] = {}
+    hooks = [module.register_forward_hook(lambda _m, _i, out, key=key: seen.__setitem__(key, out))
+             for key, module in (("timm", model.backbone.body), ("backbone", model.backbone), ("fpn", model.fpn))]
+    try:
+        with torch.no_grad():
+            outputs = model(torch.zeros(1, 3, *img_size))
+    except (RuntimeError, AssertionError, ValueError) as e:
+        raise UserError(f"timm {name!r} builds but fails on a {img_size[0]}x{img_size[1]} image (it may take only "
+                        f"its training size or multiples of a window): {str(e).splitlines()[0][:200]}") from None
+    finally:
+        for hook in hooks:
+            hook.remove()
+    backbone = model.backbone
+    rows = [("timm", r, tuple(f.shape)) for r, f in zip(backbone.body.feature_info.reduction(), seen["timm"])]
+    part = "pyramid" if backbone.pyramid is not None else "backbone"
+    rows += [(part, s, tuple(f.shape)) for s, f in zip(backbone.strides, seen["backbone"])]
+    rows += [("fpn", s, tuple(f.shape)) for s, f in zip(model.strides, seen["fpn"])]
+    rows += [("head cls", s, tuple(f.shape)) for s, f in zip(model.strides, outputs.cls_logits)]
+    return rows

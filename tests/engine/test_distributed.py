@@ -14,6 +14,7 @@ from safetensors import safe_open
 from fcos_cli import checkpoint
 from fcos_cli.data import open_split
 from fcos_cli.data.synthetic import write_demo_data
+from fcos_cli.metadata import WeightsInfo
 
 HOOKED = str(Path(__file__).parents[1] / "hooked_fcos.py")  # fcos, each rank logging its images and weights
 
@@ -66,8 +67,8 @@ def test_two_ranks_evaluate_like_one_process(tmp_path: Path) -> None:
     cfg = tiny_config(epochs=1)
     cfg.model.num_classes, cfg.post.score_thresh = 3, 0.0  # random weights: keep their (many) low scores
     torch.manual_seed(0)
-    weights = checkpoint.save(tmp_path / "w.safetensors", build_model(cfg.model), cfg,
-                              ["ellipse", "rectangle", "triangle"])
+    weights = checkpoint.save(tmp_path / "w.safetensors", build_model(cfg.model),
+                              WeightsInfo(cfg, ["ellipse", "rectangle", "triangle"]))
     args = ["-m", "fcos_cli", "eval", "-w", str(weights), "--data", str(demo / "val.json"), "--device", "cpu",
             "--fp32", "--batch-size", "1", "--project", str(tmp_path / "runs")]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}  # as torchrun sets it: the same float sums in both runs

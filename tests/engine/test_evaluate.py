@@ -14,6 +14,7 @@ from fcos_cli.data.dataset import DetectionDataset
 from fcos_cli.data.records import DatasetIndex, ImageRecord
 from fcos_cli.data.transforms import build_transform
 from fcos_cli.engine.evaluate import coco_metrics, to_coco_results
+from fcos_cli.metadata import WeightsInfo
 from fcos_cli.postprocess import Detections
 
 CATEGORY_IDS = [3, 7, 90]
@@ -206,7 +207,7 @@ def test_fcos_eval_of_a_coco_file_equals_pycocotools_on_the_file(tmp_path: Path,
 
     path = _write_official_coco(tmp_path)
     model, cfg = _tiny_model()
-    weights = checkpoint.save(tmp_path / "w.safetensors", model, cfg, ["a", "b", "c"])
+    weights = checkpoint.save(tmp_path / "w.safetensors", model, WeightsInfo(cfg, ["a", "b", "c"]))
     _fake_detect(monkeypatch)
     result = CliRunner().invoke(app, ["eval", "-w", str(weights), "--data", str(path), "--device", "cpu",
                                       "--project", str(tmp_path / "runs"), "--batch-size", "3"])

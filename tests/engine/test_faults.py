@@ -51,7 +51,7 @@ def test_sigkill_twice_then_resume_equals_uninterrupted_training(demo: Path, tmp
     first = start_fcos(train_args(demo, tmp_path / "killed", epochs))
     wait_for(last, first)
     _kill(first)
-    epoch_after_first_kill = int(checkpoint.read_metadata(last)[2]["fcos_cli.epoch"])
+    epoch_after_first_kill = checkpoint.read_info(last).epoch
     checkpoint.load(last)  # the last complete checkpoint loads
 
     # 2. Resumed, then killed inside the write of the next weights file (the rename is held back).
@@ -61,7 +61,7 @@ def test_sigkill_twice_then_resume_equals_uninterrupted_training(demo: Path, tmp
     wait_for(run / ".last.tmp.safetensors", second)
     _kill(second)
     assert (run / ".last.tmp.safetensors").exists()  # really killed mid-write
-    resumable_epoch = int(checkpoint.read_metadata(last)[2]["fcos_cli.epoch"])
+    resumable_epoch = checkpoint.read_info(last).epoch
     assert resumable_epoch >= epoch_after_first_kill
     checkpoint.load(last)
 
@@ -91,11 +91,11 @@ def test_ctrl_c_mid_epoch_saves_the_last_step_and_resume_continues_exactly(
     with pytest.raises(TrainingInterrupted) as stop:
         train(cfg(), index, val, tmp_path / "cut", CPU)
     assert (stop.value.epoch, stop.value.step) == (2, 3)
-    metadata = checkpoint.read_metadata(stop.value.last)[2]
-    assert (metadata["fcos_cli.epoch"], metadata["fcos_cli.step"]) == ("1", "3")
+    info = checkpoint.read_info(stop.value.last)
+    assert (info.epoch, info.step) == (1, 3)
     assert epochs_in(tmp_path / "cut") == [1]
     monkeypatch.setattr(train_module, "_step", original)
-    resumed = train(checkpoint.read_metadata(stop.value.last)[0], index, val, tmp_path / "cut", CPU,
+    resumed = train(checkpoint.read_info(stop.value.last).config, index, val, tmp_path / "cut", CPU,
                     resume=stop.value.last)
     assert epochs_in(tmp_path / "cut") == [1, 2]
     assert_same_weights(weights_of(resumed.last), weights_of(full.last))

@@ -80,9 +80,9 @@ def _check_saved_at_the_step_reached(err: str, last: Path) -> None:
     assert "Traceback" not in err and "DataLoader worker" not in err, err
     assert f"continue with: fcos train --resume {last}" in err, err
     step, epoch = map(int, STOPPED.search(err).groups())
-    metadata = checkpoint.read_metadata(last)[2]
-    assert int(metadata["fcos_cli.step"]) == step and step < 16  # the step reached, before the end
-    assert int(metadata["fcos_cli.epoch"]) in (epoch - 1, epoch)  # inside epoch `epoch`, or at its end
+    info = checkpoint.read_info(last)
+    assert info.step == step and step < 16  # the step reached, before the end
+    assert info.epoch in (epoch - 1, epoch)  # inside epoch `epoch`, or at its end
 
 
 @pytest.mark.parametrize("how, code", [("sigterm-to-group", 143), ("sigint-to-group", 130), ("timeout", 124)])
@@ -123,7 +123,7 @@ def test_torchrun_stopped_by_sigterm_to_its_group_resumes_exactly(tmp_path: Path
     assert "/fcos_cli/" not in err and "DataLoader worker" not in err, err
     assert "continue with: fcos train --resume" in err, err
     step = int(STOPPED.search(err).group(1))
-    assert int(checkpoint.read_metadata(last)[2]["fcos_cli.step"]) == step < 6
+    assert checkpoint.read_info(last).step == step < 6
     assert reference.wait(timeout=40) == 0, reference.communicate()[1][-3000:]
 
     resumed = subprocess.run(torchrun(tmp_path, "train", "--resume", str(last)), capture_output=True, text=True,
@@ -137,7 +137,7 @@ def test_torchrun_stopped_by_sigterm_to_its_group_resumes_exactly(tmp_path: Path
 def test_time_budget_stops_before_it_runs_out_saved_and_resumable(demo: Path, tmp_path: Path, reference: Path,
                                                                   monkeypatch) -> None:
     index, val = open_split(demo / "train.json"), open_split(demo / "val.json")
-    cfg = checkpoint.read_metadata(reference)[0]  # the reference run's own config, with a budget
+    cfg = checkpoint.read_info(reference).config  # the reference run's own config, with a budget
     cfg.train.time_limit = 3.0
     original = train_module._step
 
@@ -150,7 +150,7 @@ def test_time_budget_stops_before_it_runs_out_saved_and_resumable(demo: Path, tm
         train(cfg, index, val, tmp_path, torch.device("cpu"))
     # No wall-clock assertion (a loaded machine only stops it sooner): the steps it ran fit in the budget.
     assert stop.value.cause == TIME_LIMIT and 1 <= stop.value.step and stop.value.step * 0.4 <= 3.0
-    assert int(checkpoint.read_metadata(stop.value.last)[2]["fcos_cli.step"]) == stop.value.step
+    assert checkpoint.read_info(stop.value.last).step == stop.value.step
 
     monkeypatch.setattr(train_module, "_step", original)
     resumed = CliRunner().invoke(app, ["train", "--resume", str(stop.value.last)])  # no --time: no budget

@@ -14,6 +14,7 @@ from fcos_cli.data.synthetic import write_demo_data
 from fcos_cli.engine.state import state_path
 from fcos_cli.engine.train import TrainCallbacks, finetune_model, train
 from fcos_cli.errors import UserError
+from fcos_cli.metadata import WeightsInfo
 
 from conftest import tiny_config
 
@@ -39,7 +40,7 @@ def test_tiny_model_overfits_four_demo_images(overfit) -> None:
     assert learnable(first) / learnable(last) >= 5, (first, last)
     assert result.final.metrics["AP50"] >= 0.9
     assert (result.run_dir / "curves.png").stat().st_size > 1000
-    assert checkpoint.read_metadata(result.best)[1] == index.class_names
+    assert checkpoint.read_info(result.best).class_names == index.class_names
 
 
 def test_resume_gives_the_weights_of_uninterrupted_training(demo: Path, tmp_path: Path) -> None:
@@ -59,7 +60,7 @@ def test_resume_gives_the_weights_of_uninterrupted_training(demo: Path, tmp_path
     with pytest.raises(Interrupt):
         train(tiny_config(epochs=3), index, val, tmp_path / "b", CPU, callbacks=StopAfterFirst())
     interrupted = checkpoint.load(tmp_path / "b" / "last.safetensors")[0].state_dict()
-    cfg = checkpoint.read_metadata(tmp_path / "b" / "last.safetensors")[0]
+    cfg = checkpoint.read_info(tmp_path / "b" / "last.safetensors").config
     train(cfg, index, val, tmp_path / "b", CPU, resume=tmp_path / "b" / "last.safetensors")
     full = checkpoint.load(tmp_path / "a" / "last.safetensors")[0].state_dict()
     resumed = checkpoint.load(tmp_path / "b" / "last.safetensors")[0].state_dict()
@@ -77,7 +78,7 @@ def test_resume_refuses_a_state_from_another_checkpoint(demo: Path, tmp_path: Pa
         train(tiny_config(epochs=1), index, None, tmp_path / name, CPU)
     last_a = tmp_path / "a" / "last.safetensors"
     state_path(last_a).write_bytes(state_path(tmp_path / "b" / "last.safetensors").read_bytes())
-    cfg = checkpoint.read_metadata(last_a)[0]
+    cfg = checkpoint.read_info(last_a).config
     cfg.train.epochs = 2
     with pytest.raises(UserError, match="does not match"):
         train(cfg, index, None, tmp_path / "a", CPU, resume=last_a)
@@ -110,7 +111,8 @@ def test_finetune_keeps_the_input_convention_of_the_source(tmp_path: Path) -> No
     source_cfg.model.num_classes = 1
     source_cfg.model.channel_order, source_cfg.model.pixel_mean = "bgr", (102.98, 115.95, 122.77)
     source_cfg.model.pixel_std = (1.0, 1.0, 1.0)
-    path = checkpoint.save(tmp_path / "caffe.safetensors", build_model(source_cfg.model), source_cfg, ["thing"])
+    path = checkpoint.save(tmp_path / "caffe.safetensors", build_model(source_cfg.model),
+                           WeightsInfo(source_cfg, ["thing"]))
     cfg = tiny_config(epochs=1)
     model, _ = finetune_model(path, cfg, ["a", "b"])
     assert (cfg.model.channel_order, cfg.model.pixel_mean, cfg.model.pixel_std) == (

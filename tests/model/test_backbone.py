@@ -16,8 +16,9 @@ from fcos_cli.cli import app
 from fcos_cli.config import BackboneConfig, TrainConfig, preset
 from fcos_cli.engine.train import build_optimizer
 from fcos_cli.errors import UserError
+from fcos_cli.metadata import WeightsInfo
 from fcos_cli.model import Backbone, build_model
-from fcos_cli.model.backbone import probe_backbone
+from fcos_cli.model.catalog import probe_backbone
 from fcos_cli.model.simple_pyramid import SimplePyramid
 
 H, W = 64, 96  # multiples of 32: every level divides exactly
@@ -396,7 +397,7 @@ def test_weights_round_trip_with_pyramid_and_frozen_bn(tmp_path, backbone_cfg):
     cfg.model.num_classes, cfg.model.fpn.out_channels, cfg.model.head.num_groups = 2, 32, 8
     cfg.model.backbone = backbone_cfg
     model = build_model(cfg.model).eval()
-    path = checkpoint.save(tmp_path / "w.safetensors", model, cfg, ["a", "b"])
+    path = checkpoint.save(tmp_path / "w.safetensors", model, WeightsInfo(cfg, ["a", "b"]))
     loaded, loaded_cfg, _ = checkpoint.load(path)
     assert loaded_cfg.model.backbone == backbone_cfg
     images = torch.rand(1, 3, 64, 96)

@@ -8,6 +8,7 @@ import timm
 import torch
 
 from fcos_cli.config import preset
+from fcos_cli.metadata import WeightsInfo
 from fcos_cli.model import build_model
 from fcos_cli.pipeline import detections_for, loss_for
 
@@ -136,7 +137,8 @@ def test_predict_half_on_cuda(tmp_path):
     torch.manual_seed(0)
     cfg = _config("test_resnet")
     cfg.data.img_size = 160
-    weights = checkpoint.save(tmp_path / "w.safetensors", build_model(cfg.model), cfg, ["a", "b", "c"])
+    weights = checkpoint.save(tmp_path / "w.safetensors", build_model(cfg.model),
+                              WeightsInfo(cfg, ["a", "b", "c"]))
     Image.new("RGB", (150, 120), (120, 60, 30)).save(tmp_path / "img.png")
     result = CliRunner().invoke(app, ["predict", str(tmp_path / "img.png"), "-w", str(weights), "--half",
                                       "--device", "cuda", "--conf", "0", "--project", str(tmp_path / "runs")])
