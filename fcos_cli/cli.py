@@ -88,11 +88,13 @@ def demo_data_cmd(
     console.print(f"wrote {num_train} + {num_val} images to {path} (train.json, val.json)")
 
 
-_RESUME_OPTIONS = {"resume", "device", "workers", "compile", "time"}  # how a run is carried on, not what it computes
+# How a run is carried on, not what it computes:
+_RESUME_OPTIONS = {"resume", "device", "workers", "compile", "grad_checkpoint", "time"}
 # Config fields that the data or the -w weights fill in, or that say how a run is carried on: `--resume auto`
 # does not compare them with the options.
 _NOT_COMPARED = {"model.num_classes", "model.pixel_mean", "model.pixel_std", "model.channel_order",
-                 "model.stride_in_1x1", "train.workers", "train.compile", "train.time_limit"}
+                 "model.stride_in_1x1", "train.workers", "train.compile", "train.grad_checkpoint",
+                 "train.time_limit"}
 DATA, MODEL, OPTIM, OUTPUT, HARDWARE = "Data", "Model", "Optimisation", "Output", "Hardware"
 
 
@@ -126,6 +128,7 @@ TRAIN_FLAGS = {
     "batch_size": "train.batch_size", "lr": "train.lr", "optimizer": "train.optimizer",
     "warmup_steps": "train.warmup_steps", "schedule": "train.schedule", "grad_clip": "train.grad_clip",
     "eval_interval": "train.eval_interval", "amp": "train.amp", "ema": "train.ema", "compile": "train.compile",
+    "grad_checkpoint": "train.grad_checkpoint",
     "seed": "train.seed", "workers": "train.workers",
 }
 
@@ -225,6 +228,10 @@ def train_cmd(
                                         "--amp/--no-amp", "--half/--no-half")] = None,
     compile: Annotated[Optional[bool], _opt("train.compile", "torch.compile the model (the first steps are slow).",
                                             HARDWARE, "--compile", flag=True)] = None,
+    grad_checkpoint: Annotated[Optional[bool], _opt("train.grad_checkpoint", "Recompute activations in backward "
+                                                    "(backbone stages where timm can, head towers): less memory for "
+                                                    "large images, slower steps.", HARDWARE, "--grad-checkpoint",
+                                                    flag=True)] = None,
     workers: Annotated[Optional[int], _opt("train.workers", "Data-loading processes (0: the main process).", HARDWARE,
                                            callback=valid_if(lambda v: v >= 0, "0 or more"))] = None,
 ) -> None:
@@ -240,8 +247,9 @@ def train_cmd(
                                      param_hint="--resume")
         ignored = [flag for option, flag in given.items() if option not in _RESUME_OPTIONS]
         if ignored:
-            raise typer.BadParameter(f"a resumed run keeps its own config; drop {', '.join(ignored)} (only "
-                                     f"--device, --workers, --compile and --time may change)", param_hint="--resume")
+            raise typer.BadParameter(f"a resumed run keeps its own config; drop {', '.join(ignored)} (only --device, "
+                                     f"--workers, --compile, --grad-checkpoint and --time may change)",
+                                     param_hint="--resume")
     if weights and not resume and (pretrained or pretrained_file):
         raise typer.BadParameter("the detector's weights replace the backbone's; drop --pretrained and "
                                  "--pretrained-file", param_hint="--weights")

@@ -219,6 +219,10 @@ def train(cfg: FCOSConfig, train_index: DatasetIndex, val_index: DatasetIndex | 
     if model is None:
         model = build_model(cfg.model, load_pretrained=resume is None)  # a resumed run loads its own weights
     model = speed_up_training(model.to(device))  # channels_last: same names and results
+    if tc.grad_checkpoint:
+        whole = model.set_grad_checkpointing(True)
+        console.print("gradient checkpointing: " + ("backbone stages and head towers" if whole else
+                      f"head towers only (timm's {cfg.model.backbone.name} has no gradient checkpointing)"))
     net = torch.nn.parallel.DistributedDataParallel(model) if ranks.enabled else model
     if tc.compile:
         net.compile()  # the DDP wrapper, so that dynamo splits the graph at gradient buckets and all-reduce overlaps
