@@ -63,10 +63,10 @@ def bench_inference(arch: str, size: int, photos: list[Path], repeats: int, devi
     x = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0)).to(device)
     rows = {}
     for key, amp in (("infer_800_amp", True), ("infer_800_fp32", False)):
-        def ours_fn():
+        def ours_fn(amp: bool = amp):
             return detect(fast, cfg, x, [(size, size)], amp)
 
-        def tv_fn():
+        def tv_fn(amp: bool = amp):
             with torch.no_grad(), bench.amp_context(device, amp):
                 return tv(list(x))
 
@@ -119,6 +119,19 @@ def _forever(make_loader):
 
 def bench_train(arch: str, annotations: Path, size: int, batch: int, workers: int, warmup: int, steps: int,
                 device: torch.device) -> dict:
+    ours_ips = _ours_train(arch, annotations, size, batch, workers, warmup, steps, device)
+    log(f"train ours: {ours_ips:.1f} images/s")
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    tv_ips = _torchvision_train(arch, annotations, size, batch, workers, warmup, steps, device)
+    log(f"train torchvision: {tv_ips:.1f} images/s")
+    return {"train_b8_800": {"ours_images_per_s": round(ours_ips, 2), "torchvision_images_per_s": round(tv_ips, 2),
+                             "ratio": round(tv_ips / ours_ips, 3), "batch": batch, "size": size, "workers": workers}}
+
+
+def _ours_train(arch: str, annotations: Path, size: int, batch: int, workers: int, warmup: int, steps: int,
+                device: torch.device) -> float:
+    """The train engine's loader and step (`engine.train._step`), AMP, channels_last: images/s."""
     from fcos_cli.data import open_split
     from fcos_cli.engine.common import loader
     from fcos_cli.engine.distributed import Ranks
@@ -148,12 +161,12 @@ def bench_train(arch: str, annotations: Path, size: int, batch: int, workers: in
             torch.stack([losses.total, losses.cls, losses.box, losses.centerness]).tolist()
         return len(b.images)
 
-    ours_ips = _timed_steps(_forever(make_ours), ours_step, warmup, steps, device)
-    log(f"train ours: {ours_ips:.1f} images/s")
-    del model, optimizer
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
+    return _timed_steps(_forever(make_ours), ours_step, warmup, steps, device)
 
+
+def _torchvision_train(arch: str, annotations: Path, size: int, batch: int, workers: int, warmup: int, steps: int,
+                       device: torch.device) -> float:
+    """torchvision/references/detection's loop with --amp: its own DataLoader, fp16 autocast, GradScaler: images/s."""
     dataset = e2e.CocoFiles(annotations)
     torch.manual_seed(0)
     tv = e2e.tv_fcos(arch, dataset.num_classes, size, size).to(device).train()
@@ -165,7 +178,7 @@ def bench_train(arch: str, annotations: Path, size: int, batch: int, workers: in
         return torch.utils.data.DataLoader(dataset, batch_size=batch, shuffle=True, num_workers=workers,
                                            collate_fn=e2e._as_lists, pin_memory=device.type == "cuda")
 
-    def tv_step(b) -> int:  # torchvision/references/detection: train_one_epoch with --amp
+    def tv_step(b) -> int:
         images, targets = b
         images = [im.to(device, non_blocking=True) for im in images]
         targets = [{k: v.to(device) for k, v in t.items()} for t in targets]
@@ -179,10 +192,7 @@ def bench_train(arch: str, annotations: Path, size: int, batch: int, workers: in
         loss.item()  # MetricLogger
         return len(images)
 
-    tv_ips = _timed_steps(_forever(make_tv), tv_step, warmup, steps, device)
-    log(f"train torchvision: {tv_ips:.1f} images/s")
-    return {"train_b8_800": {"ours_images_per_s": round(ours_ips, 2), "torchvision_images_per_s": round(tv_ips, 2),
-                             "ratio": round(tv_ips / ours_ips, 3), "batch": batch, "size": size, "workers": workers}}
+    return _timed_steps(_forever(make_tv), tv_step, warmup, steps, device)
 
 
 def bench_decode(photos: list[Path], batch: int, repeats: int, device: torch.device, workers: int) -> dict:
