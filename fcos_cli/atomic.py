@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,20 +18,9 @@ def atomic_write(path: str | Path) -> Iterator[Path]:
     tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
     try:
         yield tmp
-        _test_delay(path)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-
-
-def _test_delay(path: Path) -> None:
-    """Test-only hook: `FCOS_CLI_TEST_RENAME_DELAY=NAME:SECONDS` holds NAME's finished temporary file
-    that long before the rename, so that a test can kill the process in the middle of a write."""
-    hook = os.environ.get("FCOS_CLI_TEST_RENAME_DELAY")
-    if hook:
-        name, _, seconds = hook.rpartition(":")
-        if path.name == name:
-            time.sleep(float(seconds))
 
 
 def sha256(path: str | Path) -> str:

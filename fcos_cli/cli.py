@@ -11,11 +11,12 @@ from typing import Annotated, Literal, Optional
 import typer
 
 from . import __version__
-from .cli_options import (OneLineErrors, call, console, default_weights, describe_size, device_option, err_console,
+from .cli_options import (OneLineErrors, console, default_weights, describe_size, device_option, err_console,
                           check_run_name, class_list_option, fail, given_options, numbers_option, output_file,
                           parse_class_list, parse_duration, parse_size_pair, parse_size_ranges,
                           positive, print_metrics, report_data,
-                          resolve_weights, run_dir_for, set_input_size, state, valid_if, warn, weights_option)
+                          resolve_weights, run_dir_for, set_input_size, state, train_progress, valid_if, warn,
+                          weights_option)
 from .config import SIZES, Preset, TrainConfig, set_value
 from .zoo import is_detector_name
 
@@ -64,9 +65,9 @@ def config_cmd(
     if weights:
         from .checkpoint import read_metadata
 
-        cfg = call(read_metadata, call(resolve_weights, weights))[0]
+        cfg = read_metadata(resolve_weights(weights))[0]
     else:
-        cfg = call(make_preset, preset)
+        cfg = make_preset(preset)
         if size:
             apply_size(cfg, size)
     console.print_json(json.dumps(to_dict(cfg)))
@@ -259,13 +260,13 @@ def train_cmd(
         flags["data.max_size"] = None  # --img-size alone is a longest side, whatever the base had
     if resume or weights:
         from .checkpoint import read_metadata
-    weights_path = call(resolve_weights, weights) if weights and not (resume and not auto) else None
-    source = call(read_metadata, weights_path)[0] if weights_path else None
-    cfg = (call(read_metadata, resume)[0] if resume and not auto
-           else call(assemble, preset or "improved", size, source, config or (), set_ or (), flags))
+    weights_path = resolve_weights(weights) if weights and not (resume and not auto) else None
+    source = read_metadata(weights_path)[0] if weights_path else None
+    cfg = (read_metadata(resume)[0] if resume and not auto
+           else assemble(preset or "improved", size, source, config or (), set_ or (), flags))
     if auto:  # the same command again (a requeued job): continue PROJECT/NAME itself, else start it there
         resume = _own_last(Path(project) / check_run_name(name, project), cfg)
-        cfg, weights_path = (call(read_metadata, resume)[0], None) if resume else (cfg, weights_path)
+        cfg, weights_path = (read_metadata(resume)[0], None) if resume else (cfg, weights_path)
         exist_ok = True
     for key, value in flags.items() if resume else ():  # --workers, --compile: how it runs on
         set_value(cfg, key, value)
@@ -283,18 +284,18 @@ def _train(cfg, weights: Path | None, resume: Path | None, device: str, project:
     from .data import open_data
     from .model.backbone import check_backbone_name
 
-    call(check_backbone_name, cfg.model.backbone.name)  # before any data is read
-    dev = call(resolve_device, device)
-    ranks, dev = call(init_distributed, dev)  # under torchrun: this process's rank and device
+    check_backbone_name(cfg.model.backbone.name)  # before any data is read
+    dev = resolve_device(device)
+    ranks, dev = init_distributed(dev)  # under torchrun: this process's rank and device
     if not ranks.is_main:  # rank 0 speaks for all
         console.quiet = err_console.quiet = True
     with ranks.main_first():  # rank 0 writes the demo cache before the others read it
-        train_index, val_index = call(open_data, cfg.data.train, cfg.data.val, cfg.data.val_fraction,
-                                      cfg.train.seed, cfg.data.images)
+        train_index, val_index = open_data(cfg.data.train, cfg.data.val, cfg.data.val_fraction, cfg.train.seed,
+                                           cfg.data.images)
     report_data(train_index, val_index)
     model = None
     if weights is not None:
-        model, report = call(finetune_model, weights, cfg, train_index.class_names)
+        model, report = finetune_model(weights, cfg, train_index.class_names)
         for line in report:
             console.print(line, highlight=False)
     elif resume is None:
@@ -303,26 +304,32 @@ def _train(cfg, weights: Path | None, resume: Path | None, device: str, project:
         from .config import resolve
         from .model import build_model
 
-        bc = call(resolve, cfg).model.backbone
+        bc = resolve(cfg).model.backbone
         why = ("" if bc.pretrained or bc.pretrained_file else " (the demo data trains from scratch; --pretrained loads "
                "timm's weights)" if cfg.data.train == "demo" else " (--no-pretrained)")
         torch.manual_seed(cfg.train.seed)
         cfg.model.num_classes = len(train_index.class_names)
         with ranks.main_first():  # one download, then the others read the cache
-            model = call(build_model, cfg.model)
+            model = build_model(cfg.model)
         console.print(f"backbone {bc.name}: {model.backbone.start}{why}", highlight=False, soft_wrap=True)
     if model is not None:
         report = model.backbone.load_report
         for line in [*(report.lines() if report else []), *(f"frozen: {f}" for f in model.backbone.frozen)]:
             console.print(line, highlight=False)
+        if cfg.train.grad_checkpoint:
+            whole = model.set_grad_checkpointing(True)
+            console.print("gradient checkpointing: " + ("backbone stages and head towers" if whole else
+                          f"head towers only (timm's {cfg.model.backbone.name} has no gradient checkpointing)"),
+                          highlight=False)
     run_dir = resume.parent if resume else ranks.share(run_dir_for(project, name, exist_ok) if ranks.is_main else None)
     console.print(f"training on {len(train_index.records)} images ({', '.join(train_index.class_names)}), "
                   f"validating on {len(val_index.records) if val_index else 0}, device {dev}, run {run_dir}")
     if cfg.train.time_limit is not None:  # the command's budget (a resumed run gets a new one), less its start-up
         cfg.train.time_limit = max(cfg.train.time_limit - (time.monotonic() - state["started"]), 1e-3)
     try:
-        result = call(train, cfg, train_index, val_index, run_dir, dev, model=model, console=console,
-                      resume=resume, ranks=ranks)
+        with train_progress(cfg.train.epochs, enabled=ranks.is_main) as progress:
+            result = train(cfg, train_index, val_index, run_dir, dev, model=model, resume=resume,
+                           callbacks=progress, ranks=ranks)
     except TrainingInterrupted as stop:
         err_console.print(f"[yellow]{stop}[/yellow]; continue with: fcos train --resume {stop.last}",
                           highlight=False, soft_wrap=True)
@@ -351,7 +358,7 @@ def _own_last(run_dir: Path, cfg) -> str | None:
         return {key: value for k, v in tree.items()
                 for key, value in (flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {prefix + k: v}).items()}
 
-    ours, theirs = (flat(json.loads(json.dumps(to_dict(c)))) for c in (cfg, call(checkpoint.read_metadata, last)[0]))
+    ours, theirs = (flat(json.loads(json.dumps(to_dict(c)))) for c in (cfg, checkpoint.read_metadata(last)[0]))
     differ = [f"{k} {ours.get(k)} (the run's: {theirs.get(k)})" for k in sorted(ours.keys() | theirs.keys())
               if k not in _NOT_COMPARED and ours.get(k) is not None and ours.get(k) != theirs.get(k)]
     if differ:
@@ -387,7 +394,7 @@ def backbones_cmd(
             close = suggest_backbones(check)
             hint = f"; close matches: {', '.join(close)}" if close else ""
             raise typer.BadParameter(f"unknown timm model {check!r}{hint}", param_hint="--check")
-        rows = call(check_backbone, check, size)
+        rows = check_backbone(check, size)
         table = Table("part", "stride", "shape (B, C, H, W)", title=f"{check} on a {size[0]}x{size[1]} image")
         for part, stride, shape in rows:
             table.add_row(part, str(stride), str(shape))
@@ -465,18 +472,18 @@ def eval_cmd(
 
     if half and fp32:
         fail("--half and --fp32 contradict each other: give one")
-    path = call(resolve_weights, weights) if weights else call(default_weights)
-    dev = call(resolve_device, device)
-    ranks, dev = call(init_distributed, dev)  # under torchrun: each rank predicts its share, rank 0 scores
+    path = resolve_weights(weights) if weights else default_weights()
+    dev = resolve_device(device)
+    ranks, dev = init_distributed(dev)  # under torchrun: each rank predicts its share, rank 0 scores
     if not ranks.is_main:
         console.quiet = err_console.quiet = True
     console.print(f"weights: {path}")
-    model, cfg, class_names = call(checkpoint.load, path, dev)
+    model, cfg, class_names = checkpoint.load(path, dev)
     with ranks.main_first():  # rank 0 writes the demo cache before the others read it
         if data is None:
-            index = call(open_recorded, cfg.data, split, cfg.train.seed)
+            index = open_recorded(cfg.data, split, cfg.train.seed)
         else:
-            index = call(open_split, data, split, images)
+            index = open_split(data, split, images)
     if data is None:
         console.print(f"data: {index.source or cfg.data.train} ({split} split, recorded in the weights)",
                       highlight=False, soft_wrap=True)
@@ -493,8 +500,8 @@ def eval_cmd(
                   f"{f'; {ranks.world_size} processes' if ranks.enabled else ''}", highlight=False)
     fast = optimize_for_inference(model, compile=compile)  # a copy: folded BatchNorm, channels_last
     try:
-        result = call(evaluate, fast, cfg, index, dev, batch_size=batch_size, amp=amp,
-                      out_dir=out if ranks.is_main else None, conf=conf, ranks=ranks)
+        result = evaluate(fast, cfg, index, dev, batch_size=batch_size, amp=amp,
+                          out_dir=out if ranks.is_main else None, conf=conf, ranks=ranks)
     finally:
         close_distributed()
     if result is None:  # not rank 0
@@ -507,7 +514,7 @@ def eval_cmd(
 
 @app.command("predict")
 def predict_cmd(
-    source: Annotated[str, typer.Argument(help="An image, a folder (searched recursively) or a glob.")],
+    source: Annotated[str, typer.Argument(help="An image, a video, a folder (searched recursively) or a glob.")],
     weights: Annotated[Optional[str], typer.Option("--weights", "-w", help="Weights file, a published detector "
                                                   "(`fcos weights`), or an ONNX file from `fcos export` \\[default: "
                                                   "newest runs/train/*/best.safetensors].", callback=weights_option)
@@ -523,18 +530,25 @@ def predict_cmd(
     max_size: Annotated[Optional[int], typer.Option(help="Cap on the long side; makes --img-size the short side "
                                                     "(COCO: --img-size 800 --max-size 1333) \\[default: the weights'].",
                                                     callback=positive("--max-size"))] = None,
-    batch_size: Annotated[int, typer.Option(help="Images per batch.", callback=positive("--batch-size"))] = 8,
+    batch_size: Annotated[int, typer.Option(help="Images or video frames per batch (ONNX files run one at a time).",
+                                            callback=positive("--batch-size"))] = 8,
+    vid_stride: Annotated[int, typer.Option(help="Videos: predict every N-th frame; the annotated video then holds "
+                                            "only those frames, at 1/N of the frame rate (same duration).",
+                                            callback=positive("--vid-stride"))] = 1,
     half: Annotated[bool, typer.Option("--half/--no-half", "--amp/--no-amp",
-                                       help="Half precision: fp16 on CUDA, bf16 on CPU.")] = False,
+                                       help="Half precision: fp16 on CUDA, bf16 on CPU (not for ONNX files).")] = False,
     fp32: Annotated[bool, typer.Option("--fp32", help="Float32 throughout (default on a CPU with bf16: bf16 "
-                                       "network, float32 decoding and NMS).")] = False,
-    compile: Annotated[bool, typer.Option("--compile", help="torch.compile the model (slow first batch).")] = False,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.", callback=device_option)] = "auto",
+                                       "network, float32 decoding and NMS; ONNX files always).")] = False,
+    compile: Annotated[bool, typer.Option("--compile", help="torch.compile the model (slow first batch; not for "
+                                          "ONNX files).")] = False,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N (ONNX files: onnxruntime's CUDA provider).",
+                                        callback=device_option)] = "auto",
     save_images: Annotated[bool, typer.Option("--save-images/--no-save-images", "--draw/--no-draw",
-                                              help="Write annotated images (at their path under SOURCE, in their "
-                                              "own format).")] = True,
-    save_txt: Annotated[bool, typer.Option("--save-txt", help="Write labels/PATH.txt per image in YOLO format "
-                                           "(class cx cy w h, normalised).")] = False,
+                                              help="Write annotated images and videos (at their path under SOURCE, "
+                                              "in their own format).")] = True,
+    save_txt: Annotated[bool, typer.Option("--save-txt", help="Write labels/PATH.txt per image (per video frame: "
+                                           "labels/PATH/FRAME.txt) in YOLO format (class cx cy w h, normalised).")
+                        ] = False,
     save_conf: Annotated[bool, typer.Option("--save-conf", help="Add the score to each --save-txt line.")] = False,
     save_crop: Annotated[bool, typer.Option("--save-crop", help="Write each detection cut out of its image to "
                                             "crops/CLASS/PATH.")] = False,
@@ -547,61 +561,67 @@ def predict_cmd(
     project: Annotated[str, typer.Option(help="Parent folder of prediction runs.")] = "runs/predict",
     name: Annotated[str, typer.Option(help="Output folder name (numbered when taken).")] = "exp",
 ) -> None:
-    """Detect objects in images: annotated copies and predictions.json (COCO results, original pixels); YOLO
-    labels and crops on request. Outputs keep each image's path under SOURCE."""
-    from rich.progress import Progress
+    """Detect objects in images and videos: annotated copies, predictions.json (COCO results, original pixels) for
+    images and PATH.jsonl (a line per frame) for videos; YOLO labels and crops on request. Outputs keep each file's
+    path under SOURCE."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
     from rich.table import Table
+    from rich.text import Text
 
     from functools import partial
 
     from . import checkpoint
+    from .data.sources import collect_inputs, is_video
     from .engine.common import resolve_device
-    from .engine.predict import (PredictOutputs, collect_images, inference_amp, onnx_predict, predict,
-                                 predict_files, source_root)
+    from .engine.predict import OnnxDetector, PredictOutputs, inference_amp, predict, predict_files, source_root
     from .model.optimize import optimize_for_inference
 
-    path = call(resolve_weights, weights) if weights else call(default_weights)
-    files, others = call(collect_images, source)
-    if path.suffix == ".onnx":  # NMS settings and size are baked into the exported graph
-        import onnx
-
-        try:
-            proto = onnx.load(str(path), load_external_data=False)
-        except Exception as e:  # noqa: BLE001 - protobuf raises several types for a file that is not ONNX
-            fail(f"--weights {path} is not a readable ONNX file ({type(e).__name__}); write one with `fcos export`")
-        metadata = {p.key: p.value for p in proto.metadata_props}
-        class_names = json.loads(metadata.get("fcos_cli.class_names", "[]"))
-        category_ids = json.loads(metadata.get("fcos_cli.category_ids", "null"))
-        gate = json.loads(metadata.get("fcos_cli.config", "{}")).get("post", {}).get("score_thresh", 0.0)
-        if conf < gate:
-            warn(f"--conf {conf} is below the score gate {gate} baked into {path.name} at export: no boxes under "
-                 f"{gate} (export with `fcos export --conf {conf}` to keep them)")
-        detect = partial(onnx_predict, path)
+    if half and fp32:
+        fail("--half and --fp32 contradict each other: give one")
+    path = resolve_weights(weights) if weights else default_weights()
+    files, others = collect_inputs(source, videos=True)
+    if path.suffix == ".onnx":  # onnxruntime; the NMS settings are graph inputs, the resize happens here
+        for flag, given in (("--half", half), ("--compile", compile)):
+            if given:
+                fail(f"{flag}: {path.name} runs as exported, in float32 on onnxruntime; {flag} applies to "
+                     f"safetensors weights")
+        detect = OnnxDetector(path, device)
+        cfg, class_names, metadata = detect.cfg, detect.class_names, detect.metadata
     else:
-        dev = call(resolve_device, device)
-        model, cfg, class_names = call(checkpoint.load, path, dev)
-        metadata = call(checkpoint.read_metadata, path)[2]
-        category_ids = json.loads(metadata.get("fcos_cli.category_ids", "null"))
-        cfg.post.nms_iou = cfg.post.nms_iou if iou is None else iou
-        # The gate before NMS (post.score_thresh) would hide what a lower --conf asks to see: lower it to match.
-        cfg.post.score_thresh = min(cfg.post.score_thresh, conf)
-        cfg.post.max_detections = max_det or cfg.post.max_detections
-        set_input_size(cfg.data, img_size, max_size)
-        if half and fp32:
-            fail("--half and --fp32 contradict each other: give one")
+        dev = resolve_device(device)
+        model, cfg, class_names = checkpoint.load(path, dev)
+        metadata = checkpoint.read_metadata(path)[2]
         fast = optimize_for_inference(model, compile=compile)  # a copy: folded BatchNorm, channels_last
         detect = partial(predict, fast, cfg, batch_size=batch_size, amp=inference_amp(dev, half, fp32))
-    category_ids = category_ids or list(range(1, len(class_names) + 1))
+    cfg.post.nms_iou = cfg.post.nms_iou if iou is None else iou
+    # The gate before NMS (post.score_thresh) would hide what a lower --conf asks to see: lower it to match.
+    cfg.post.score_thresh = min(cfg.post.score_thresh, conf)
+    cfg.post.max_detections = max_det or cfg.post.max_detections
+    set_input_size(cfg.data, img_size, max_size)
+    category_ids = json.loads(metadata.get("fcos_cli.category_ids", "null")) or list(range(1, len(class_names) + 1))
     keep = parse_class_list(classes, class_names) if classes else None
     out = run_dir_for(project, name)
-    console.print(f"weights: {path}; {len(files)} images -> {out}")
+    num_videos = sum(map(is_video, files))
+    console.print(f"weights: {path}; {len(files) - num_videos} images, {num_videos} videos -> {out}")
     for other in others:
-        warn(f"skipped {other}: not an image file")
-    with Progress(console=console) as bar:
-        task = bar.add_task("predict", total=len(files))
+        warn(f"skipped {other}: not an image or video file")
+
+    class Rate(ProgressColumn):  # images/s or frames/s, from rich's own speed estimate
+        def render(self, task) -> Text:
+            speed = task.finished_speed or task.speed
+            return Text(f"{speed:.1f} {task.fields['unit']}/s" if speed else "")
+
+    tasks: dict[str, int] = {}
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), Rate(),
+                  TimeRemainingColumn(), console=console) as bar:
+        def show(what: str, unit: str, done: int, total: int) -> None:
+            if what not in tasks:
+                tasks[what] = bar.add_task(what, total=total, unit=unit)
+            bar.update(tasks[what], completed=done, total=total)
+
         outputs = PredictOutputs(save_images, save_txt, save_conf, save_crop, line_width, hide_labels, hide_conf)
-        run = call(predict_files, detect, class_names, files, out, category_ids, conf, batch_size, outputs, keep,
-                   source_root(source, files), lambda n: bar.advance(task, n))
+        run = predict_files(detect, class_names, files, out, category_ids, conf, batch_size, outputs, keep,
+                            source_root(source, files), show, vid_stride)
     for file, why in run.skipped:
         warn(f"skipped {file}: {why}")
     table = Table("class", "detections", title=f"Detections with score >= {conf}")
@@ -609,8 +629,14 @@ def predict_cmd(
         table.add_row(cls, str(run.per_class.get(cls, 0)))
     console.print(table)
     skipped = len(run.skipped) + len(others)
-    console.print(f"{run.num_images} images in {run.seconds:.1f} s ({run.num_images / max(run.seconds, 1e-9):.1f} "
-                  f"images/s){f', {skipped} files skipped' if skipped else ''}; wrote {out}/predictions.json")
+    done, unit, wrote = f"{run.num_images} images", "images", "predictions.json"
+    if num_videos:
+        done, unit = f"{done} and {run.num_frames} frames of {run.num_videos} videos", "frames"
+        wrote += " and a .jsonl per video"
+    per_second = (run.num_images + run.num_frames) / max(run.seconds, 1e-9)
+    console.print(f"{done} in {run.seconds:.1f} s ({per_second:.1f} {unit}/s)"
+                  f"{f', {skipped} files skipped' if skipped else ''}; "
+                  f"wrote {out}/{wrote}")
 
 
 @app.command("inspect-targets")
@@ -644,20 +670,20 @@ def inspect_targets_cmd(
     from .inspect_targets import inspect_dataset
 
     if weights:
-        cfg = call(checkpoint.read_metadata, call(resolve_weights, weights))[0]
+        cfg = checkpoint.read_metadata(resolve_weights(weights))[0]
     else:
-        cfg = call(make_preset, preset)
+        cfg = make_preset(preset)
         cfg.data.img_size = 800
     set_input_size(cfg.data, img_size, max_size)
     if size_ranges:
         cfg.targets.size_ranges = parse_size_ranges(size_ranges, len(cfg.model.fpn.levels))
     if center_sampling_radius is not None:
         cfg.targets.center_sampling_radius = center_sampling_radius
-    index = call(open_split, data, split, images)
+    index = open_split(data, split, images)
     report_data(index)
     cfg.model.num_classes = len(index.class_names)
     out = run_dir_for(project, name)
-    stats = call(inspect_dataset, index, cfg, num_images, out, draw)
+    stats = inspect_dataset(index, cfg, num_images, out, draw)
     table = Table("", *stats, title=f"Target assignment on {min(num_images, len(index.records))} images "
                   f"({describe_size(cfg.data)}, ranges {list(cfg.targets.size_ranges)}, "
                   f"radius {cfg.targets.center_sampling_radius})")
@@ -693,7 +719,7 @@ def import_weights_cmd(
     """Convert a COCO-trained FCOS (torchvision, mmdetection, original FCOS) into fcos_cli weights for predict/eval."""
     from .import_weights import import_weights
 
-    report = call(import_weights, source, from_, output, variant, allow_partial)
+    report = import_weights(source, from_, output, variant, allow_partial)
     for src, ours, shape in report.used:
         console.print(f"  used      {src} -> {ours} {list(shape)}", highlight=False, soft_wrap=True)
     for ours, why in report.filled:
@@ -728,13 +754,13 @@ def weights_cmd(
 
     if download and is_detector_name(download):
         weights_option(download)
-        console.print(f"cached {call(resolve_weights, download)}", highlight=False, soft_wrap=True)
+        console.print(f"cached {resolve_weights(download)}", highlight=False, soft_wrap=True)
         return
     if download:
         from .model.backbone import check_backbone_name, hub_weights
 
-        call(check_backbone_name, download)
-        path, tag = call(hub_weights, download)
+        check_backbone_name(download)
+        path, tag = hub_weights(download)
         console.print(f"cached {tag}: {path}", highlight=False, soft_wrap=True)
         return
     table = Table(Column("-w NAME", no_wrap=True), "backbone", "COCO box AP", "cached", title="Published COCO detectors")
@@ -755,7 +781,8 @@ def export_cmd(
                                                    "detector, in the current folder].")] = None,
     half: Annotated[bool, typer.Option("--half", help="safetensors: store fp16 weights (ONNX is float32).")] = False,
     conf: Annotated[float, typer.Option(help="ONNX: the score you deploy with; the check compares detections from "
-                                        "it up, and one below the weights' gate lowers the gate in the graph.",
+                                        "it up, and one below the weights' gate lowers the graph's default gate "
+                                        "(an input, as the IoU and the detections per image are).",
                                         min=0.0, max=1.0)] = 0.25,
     check_images: Annotated[Optional[str], typer.Option(help="ONNX: a folder, glob or image to check the export on "
                                                         "\\[default: the validation data recorded in the weights, "
@@ -773,8 +800,8 @@ def export_cmd(
     if half and format == "onnx":
         fail("--half: the ONNX export is float32 (onnxruntime's CPU kernels are); --format safetensors --half "
              "stores fp16 weights")
-    path = call(resolve_weights, weights) if weights else call(default_weights)
-    model, cfg, class_names = call(checkpoint.load, path)
+    path = resolve_weights(weights) if weights else default_weights()
+    model, cfg, class_names = checkpoint.load(path)
     beside = Path(path.name) if weights and is_detector_name(weights) else path  # not inside the cache
     if format == "safetensors":
         out = (output_file(output) if output
@@ -785,20 +812,18 @@ def export_cmd(
     from .export import check_images as find_check_images, check_onnx, export_onnx
 
     out = output_file(output) if output else beside.with_suffix(".onnx")
-    images, source = call(find_check_images, cfg, check_images)  # before writing: a wrong folder leaves no file
+    images, source = find_check_images(cfg, check_images)  # before writing: a wrong folder leaves no file
     cfg.post.score_thresh = min(cfg.post.score_thresh, conf)  # the graph keeps what --conf deploys
     size = img_size or cfg.data.img_size
     torch.manual_seed(0)
-    ids = call(checkpoint.read_metadata, path)[2].get("fcos_cli.category_ids")
-    call(export_onnx, model, cfg, class_names, out, torch.rand(1, 3, size, size),
-         extra={"fcos_cli.category_ids": ids} if ids else None)
+    ids = checkpoint.read_metadata(path)[2].get("fcos_cli.category_ids")
+    export_onnx(model, cfg, class_names, out, torch.rand(1, 3, size, size),
+                extra={"fcos_cli.category_ids": ids} if ids else None)
     try:
         check = check_onnx(out, model, cfg, images, conf, source)
     except UserError as e:
         out.unlink(missing_ok=True)  # a file that failed its check must not be deployed by mistake
-        if state["debug"]:
-            raise
-        fail(f"{e}; removed {out}")
+        raise UserError(f"{e}; removed {out}") from e
     images_text = f"{check.num_images} image{'' if check.num_images == 1 else 's'}"
     console.print(f"wrote {out}; onnxruntime vs PyTorch on {images_text} from {source}: "
                   f"{check.num_detections} detections with score >= {conf} compared, raw head outputs differ by "

@@ -1,7 +1,8 @@
 """How the `fcos` commands read options and report mistakes: every user mistake is one red line and exit 2.
 
-Option callbacks and parsers (`positive`, `valid_if`, `parse_*`), run and output locations, and `call`, which
-turns a library `UserError` into that one line (a traceback with `--debug`).
+`OneLineErrors` is the one error boundary: a library `UserError` (or an `OSError` on a user's path) raised
+anywhere in a command becomes that line (the traceback, with its cause, under `--debug`). Also option callbacks
+and parsers (`positive`, `valid_if`, `parse_*`), run and output locations, and the training progress bars.
 """
 
 from __future__ import annotations
@@ -27,14 +28,17 @@ def _no_flag_type(display_type_rich):
     return display
 
 
-TyperOption.display_type_rich = _no_flag_type(TyperOption.display_type_rich)
+if hasattr(TyperOption, "display_type_rich"):  # typer's private hook (0.12-0.19); other versions show `<bool>`
+    TyperOption.display_type_rich = _no_flag_type(TyperOption.display_type_rich)
 console = Console()
 err_console = Console(stderr=True)
 state = {"debug": False}
 
 
 class OneLineErrors(TyperGroup):
-    """Click's usage errors (a bad option value, an unknown option) as one line too, not a usage box."""
+    """The error boundary of every command: a `UserError` or `OSError` is one red line and exit 2 (re-raised
+    under `--debug`, so that Python prints its traceback and the cause it was raised from); Click's usage errors
+    (a bad option value, an unknown option) are one line too, not a usage box."""
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         import sys
@@ -53,6 +57,11 @@ class OneLineErrors(TyperGroup):
                 code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except getattr(click, "NoArgsIsHelpError", ()):  # `fcos` alone: Typer's help as usual (Click >= 8.2)
             return super().main(args, prog_name, complete_var, standalone_mode=True, **extra)
+        except (UserError, OSError) as e:
+            if state["debug"] or (isinstance(e, OSError) and e.filename is None):  # no path: a bug, not a mistake
+                raise
+            _error_line(_describe(e))
+            sys.exit(2)
         except click.ClickException as e:
             hint = f" (see {e.ctx.command_path} --help)" if getattr(e, "ctx", None) is not None else ""
             err_console.print(f"[red]error:[/red] {escape(one_line(e.format_message()))}{escape(hint)}",
@@ -85,11 +94,22 @@ def _sigterm_unwinds() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def fail(message: str):
-    """One red line on stderr and exit code 2: how every user mistake ends."""
+def _describe(e: UserError | OSError) -> str:
+    """The message alone: a cause it was raised from shows under --debug only. An OSError names its path."""
+    if isinstance(e, OSError) and e.filename is not None and e.strerror:
+        return f"{e.filename}: {e.strerror}"
+    return str(e)
+
+
+def _error_line(message: str) -> None:
     from rich.markup import escape
 
     err_console.print(f"[red]error:[/red] {escape(one_line(message))}", highlight=False, soft_wrap=True)
+
+
+def fail(message: str):
+    """One red line on stderr and exit code 2: how every user mistake the CLI itself finds ends."""
+    _error_line(message)
     raise typer.Exit(2)
 
 
@@ -97,16 +117,6 @@ def warn(message: str) -> None:
     from rich.markup import escape
 
     err_console.print(f"[yellow]warning:[/yellow] {escape(one_line(message))}", highlight=False, soft_wrap=True)
-
-
-def call(fn, *args, **kwargs):
-    """Call library code; a UserError becomes one red line and exit code 2 (traceback with --debug)."""
-    try:
-        return fn(*args, **kwargs)
-    except UserError as e:
-        if state["debug"]:
-            raise
-        fail(str(e))
 
 
 def default_weights() -> Path:
@@ -295,6 +305,37 @@ def parse_size_pair(text: str, flag: str) -> tuple[int, int]:
     if len(values) != 2:
         raise typer.BadParameter(f"expected H,W (or one side), got {text!r}", param_hint=flag)
     return values[0], values[1]
+
+
+@contextlib.contextmanager
+def train_progress(epochs: int, enabled: bool = True) -> Iterator:
+    """`TrainCallbacks` that draw a progress bar per epoch and print a line per validated epoch and per epoch
+    with skipped steps (above the bars)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from .engine.train import TrainCallbacks
+
+    columns = [TextColumn("[bold]epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("loss {task.fields[loss]:.3f}  {task.fields[ips]:.1f} img/s"), TimeRemainingColumn()]
+
+    class Bars(TrainCallbacks):
+        def epoch_started(self, epoch: int, steps: int, done: int, loss: float) -> None:
+            self.task = bar.add_task("train", total=steps, completed=done, epoch=f"{epoch}/{epochs}", loss=loss,
+                                     ips=0.0)
+
+        def step_done(self, loss: float, images_per_s: float) -> None:
+            bar.update(self.task, advance=1, loss=loss, ips=images_per_s)
+
+        def epoch_ended(self, row: dict) -> None:
+            if "AP" in row:
+                console.print(f"epoch {row['epoch']}: loss {row['loss']:.3f}  AP {row['AP']:.3f}  "
+                              f"AP50 {row['AP50']:.3f}")
+            if row["skipped_steps"]:
+                console.print(f"epoch {row['epoch']}: {row['skipped_steps']} steps skipped (non-finite loss or "
+                              f"gradients)")
+
+    with Progress(*columns, console=console, disable=not enabled, transient=False) as bar:
+        yield Bars()
 
 
 def print_metrics(result) -> None:

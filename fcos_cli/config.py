@@ -121,8 +121,10 @@ class DataConfig:
     max_size: int | None = None  # set: img_size is the short side and this caps the long one (COCO: 800/1333)
     size_rounding: Literal["round", "floor"] = "round"  # short/long sizes: mmdet/detectron2, or torchvision's
     multi_scale: tuple[int, ...] = ()  # training picks one longest (short, with max_size) side per image
-    hflip: float = 0.5
-    color_jitter: bool = True
+    # training augmentation; 0 turns each off (hflip=0 for digits, text and other mirror-sensitive objects)
+    hflip: float = 0.5  # probability of a horizontal flip
+    color_jitter: bool = True  # brightness, contrast, saturation 0.2 and hue 0.02 on 80% of the images
+    crop: float = 0.0  # probability of a random crop keeping every box, before the resize (zoom-in scale jitter)
 
 
 @dataclass

@@ -6,7 +6,11 @@ __all__ = ["UserError", "one_line"]
 
 
 class UserError(Exception):
-    """A problem with the user's input (a file, a name, a value), not a bug in fcos_cli."""
+    """A problem with the user's input (a file, a name, a value), not a bug in fcos_cli.
+
+    Raise it `from` the exception that revealed the problem: the CLI prints this message alone, in one line,
+    and `fcos --debug` the traceback with that cause.
+    """
 
 
 def one_line(message: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,16 +11,17 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import Tensor, nn
-from torchvision.models.detection._utils import _topk_min
-from torchvision.ops import batched_nms
+from torchvision.ops import nms
 
 from .atomic import atomic_write
 from .config import FCOSConfig, to_dict
 from .errors import UserError
-from .losses import ltrb_to_boxes
 from .model import FCOS, flatten_levels
+from .postprocess import top_candidates
+from .targets import level_points, level_spacings
 
-__all__ = ["ExportedDetector", "export_onnx", "ExportCheck", "check_onnx", "check_images"]
+__all__ = ["ExportedDetector", "nms_inputs", "quiet_session_options", "export_onnx", "ExportCheck", "check_onnx",
+           "check_images"]
 
 # Flattened head outputs, kept in the file as named values (not graph outputs) so that the check can read them.
 RAW_OUTPUTS = ("raw_cls_logits", "raw_box_regression", "raw_centerness")
@@ -30,78 +32,102 @@ CHECK_IMAGES = 4  # images the export check runs on
 
 
 class ExportedDetector(nn.Module):
-    """One image (1, 3, H, W) in 0-1 -> boxes (N, 4) xyxy in input pixels, scores (N,), labels (N,).
+    """One image (1, 3, H, W) in 0-1 and NMS settings -> boxes (N, 4) xyxy in input pixels, scores (N,), labels (N,).
 
-    The same rules as `postprocess.postprocess`, written with traceable ops only: points from the
-    traced feature sizes, top-k through torchvision's ONNX-aware `_topk_min`, NMS as ONNX NonMaxSuppression.
-    N varies per image (at most max_detections); points use the nominal stride spacing.
+    `postprocess.top_candidates` (scores, gate, per-level top-k, decode, clip) on points made from the traced feature
+    sizes, then class-wise NMS as ONNX NonMaxSuppression. The score gate, the IoU and the number of detections are
+    graph inputs (defaults stored in the file), so that `fcos predict -w model.onnx` can change them.
     """
 
     def __init__(self, model: FCOS, cfg: FCOSConfig, raw_outputs: bool = False) -> None:
         super().__init__()
         self.model, self.cfg, self.raw_outputs = model, cfg, raw_outputs
 
-    def forward(self, images: Tensor) -> tuple[Tensor, ...]:
+    def forward(self, images: Tensor, score_threshold: Tensor, iou_threshold: Tensor,
+                max_detections: Tensor) -> tuple[Tensor, ...]:
         """boxes, scores, labels; then, with `raw_outputs`, cls_logits (1, P, K), box_regression (1, P, 4) and
         centerness (1, P)."""
         outputs = self.model(images)
-        post, targets = self.cfg.post, self.cfg.targets
-        cls_logits, box_regression, centerness = raw = flatten_levels(outputs)
-        cls_prob = cls_logits[0].sigmoid()  # (P, K)
-        scores = cls_prob * centerness[0].sigmoid()[:, None]
-        if post.score_rule == "sqrt":
-            scores = scores.sqrt()
-        gate = cls_prob if post.threshold_on == "cls" else scores
-        scores = torch.where(gate > post.score_thresh, scores, torch.full_like(scores, -1.0))
-        num_classes = scores.shape[1]
-        all_scores, all_boxes, all_labels = [], [], []
-        start = 0
-        for level, stride in enumerate(self.model.strides):
-            h, w = outputs.cls_logits[level].shape[-2:]
-            ys = (torch.arange(h, dtype=torch.float32) + targets.point_offset) * stride
-            xs = (torch.arange(w, dtype=torch.float32) + targets.point_offset) * stride
-            grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
-            xy = torch.stack([grid_x.reshape(-1), grid_y.reshape(-1)], dim=1)  # (h*w, 2)
-            count = h * w
-            level_scores = scores[start:start + count].reshape(-1)
-            top, idx = level_scores.topk(_topk_min(level_scores, post.topk_per_level, 0))
-            point = torch.div(idx, num_classes, rounding_mode="floor")
-            ltrb = box_regression[0, start:start + count][point]
-            if self.cfg.model.head.norm_reg_targets:
-                ltrb = ltrb * stride
-            all_scores.append(top)
-            all_boxes.append(ltrb_to_boxes(xy[point], ltrb))
-            all_labels.append(idx % num_classes)
-            start = start + count
-        scores_c, boxes, labels = torch.cat(all_scores), torch.cat(all_boxes), torch.cat(all_labels)
-        size = torch._shape_as_tensor(images)[2:].flip(0).to(boxes.dtype)  # (W, H), dynamic in the ONNX graph
-        boxes = torch.minimum(boxes.clamp(min=0), size.repeat(2))
-        valid = scores_c >= 0
-        boxes, scores_c, labels = boxes[valid], scores_c[valid], labels[valid]
-        keep = batched_nms(boxes, scores_c, labels, post.nms_iou)[: post.max_detections]
-        return (boxes[keep], scores_c[keep], labels[keep], *(raw if self.raw_outputs else ()))
+        post, targets, strides = self.cfg.post, self.cfg.targets, self.model.strides
+        raw = flatten_levels(outputs)
+        sizes = [m.shape[-2:] for m in outputs.cls_logits]  # traced: the graph takes any input size
+        xy = [level_points(h, w, sx, sy, targets.point_offset)
+              for (h, w), (sx, sy) in zip(sizes, level_spacings(sizes, strides, targets.point_spacing))]
+        size = torch._shape_as_tensor(images)[2:].flip(0).to(torch.float32)  # (W, H), dynamic in the ONNX graph
+        scores, boxes, labels = (t[0] for t in top_candidates(
+            *raw, xy, strides, size.repeat(2), norm_reg_targets=self.cfg.model.head.norm_reg_targets,
+            score_thresh=score_threshold, threshold_on=post.threshold_on, score_rule=post.score_rule,
+            topk_per_level=post.topk_per_level))
+        valid = scores >= 0
+        boxes, scores, labels = boxes[valid], scores[valid], labels[valid]
+        # Class-wise NMS by shifting each class's boxes apart (torchvision's trick) by more than the image size.
+        shifted = boxes + (labels.to(boxes.dtype) * (size.max() + 1))[:, None]
+        keep = _NMS.apply(shifted, scores, iou_threshold)
+        keep = keep[torch.arange(keep.shape[0]) < max_detections]
+        return (boxes[keep], scores[keep], labels[keep], *(raw if self.raw_outputs else ()))
+
+
+class _NMS(torch.autograd.Function):
+    """torchvision's `nms` with the IoU threshold as a tensor, exported as NonMaxSuppression fed by a graph value
+    (torchvision's own ONNX rule bakes it in as a constant)."""
+
+    @staticmethod
+    def forward(ctx, boxes: Tensor, scores: Tensor, iou_threshold: Tensor) -> Tensor:
+        return nms(boxes, scores, float(iou_threshold))
+
+    @staticmethod
+    def symbolic(g, boxes, scores, iou_threshold):
+        from torch.onnx import symbolic_opset11 as opset11
+
+        boxes = opset11.unsqueeze(g, boxes, 0)  # (1, N, 4)
+        scores = opset11.unsqueeze(g, opset11.unsqueeze(g, scores, 0), 0)  # (1, 1, N)
+        max_per_class = g.op("Constant", value_t=torch.tensor([sys.maxsize], dtype=torch.long))
+        selected = g.op("NonMaxSuppression", boxes, scores, max_per_class, iou_threshold)  # (S, 3)
+        box_index = g.op("Constant", value_t=torch.tensor([2], dtype=torch.long))
+        return opset11.squeeze(g, opset11.select(g, selected, 1, box_index), 1)
+
+
+def nms_inputs(cfg: FCOSConfig) -> dict[str, np.ndarray]:
+    """The graph's NMS inputs from `cfg.post`: score gate, IoU, detections per image (what `export_onnx` stores as
+    their defaults, and what `predict` feeds)."""
+    post = cfg.post
+    return {"score_threshold": np.array(post.score_thresh, np.float32),
+            "iou_threshold": np.array(post.nms_iou, np.float32),
+            "max_detections": np.array(post.max_detections, np.int64)}
+
+
+def quiet_session_options():
+    """onnxruntime session options without its warnings (it warns about every overridable initializer, which is
+    how the NMS inputs get their defaults)."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 3  # errors only
+    return options
 
 
 def export_onnx(model: FCOS, cfg: FCOSConfig, class_names: list[str], path: Path, sample: Tensor,
                 opset: int = 17, extra: dict[str, str] | None = None) -> Path:
     """Write `path` (atomically): dynamic height/width, config and class names as ONNX metadata.
 
-    The graph outputs boxes, scores and labels; the raw head outputs stay in it as values named `RAW_OUTPUTS`
-    (what `check_onnx` compares).
+    The graph takes `images` and the `nms_inputs` (optional: defaults from `cfg.post`, stored as initializers) and
+    outputs boxes, scores and labels; the raw head outputs stay in it as values named `RAW_OUTPUTS` (what
+    `check_onnx` compares).
     """
     import onnx
 
-    if cfg.targets.point_spacing != "stride":
-        raise UserError("ONNX export supports point_spacing 'stride' (torchvision's spacing depends on the padded "
-                        "size at run time); export a paper or improved model")
     wrapper = ExportedDetector(model.eval(), cfg, raw_outputs=True).eval()
+    defaults = nms_inputs(cfg)
+    # Traced with the gate at -1 (every candidate kept): a trace must not see an empty candidate list.
+    example = (sample, torch.tensor(-1.0), torch.from_numpy(defaults["iou_threshold"]),
+               torch.from_numpy(defaults["max_detections"]))
     with atomic_write(path) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore", torch.jit.TracerWarning)  # shapes are traced on purpose
-        # The legacy exporter on purpose: the dynamo one fails on batched_nms's data-dependent shapes.
+        # The legacy exporter on purpose: the dynamo one fails on NMS's data-dependent shapes.
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.simplefilter("ignore", FutureWarning)
-        torch.onnx.export(wrapper, (sample,), str(tmp), dynamo=False, opset_version=opset,
-                          input_names=["images"], output_names=["boxes", "scores", "labels", *RAW_OUTPUTS],
+        torch.onnx.export(wrapper, example, str(tmp), dynamo=False, opset_version=opset,
+                          input_names=["images", *defaults], output_names=["boxes", "scores", "labels", *RAW_OUTPUTS],
                           dynamic_axes={"images": {2: "height", 3: "width"}, "boxes": {0: "n"},
                                         "scores": {0: "n"}, "labels": {0: "n"},
                                         **{name: {1: "points"} for name in RAW_OUTPUTS}})
@@ -109,6 +135,8 @@ def export_onnx(model: FCOS, cfg: FCOSConfig, class_names: list[str], path: Path
         for i in reversed(range(len(proto.graph.output))):  # the raw values stay in the graph, as intermediates
             if proto.graph.output[i].name in RAW_OUTPUTS:
                 del proto.graph.output[i]
+        for name, value in defaults.items():  # an initializer named as an input is that input's default
+            proto.graph.initializer.append(onnx.numpy_helper.from_array(value, name))
         metadata = {"fcos_cli.config": json.dumps(to_dict(cfg)), "fcos_cli.class_names": json.dumps(class_names),
                     **(extra or {})}
         for key, value in metadata.items():
@@ -134,13 +162,13 @@ def check_images(cfg: FCOSConfig, folder: str | None = None, num: int = CHECK_IM
     the validation data the weights record, else generated demo scenes (shapes, the model may find nothing)."""
     from .data import open_recorded
     from .data.dataset import read_image
-    from .engine.predict import collect_images
+    from .data.sources import collect_inputs
 
     if folder is not None:
         try:
-            files = collect_images(folder)[0]
+            files = collect_inputs(folder)[0]
         except UserError as e:
-            raise UserError(f"--check-images {e}") from None
+            raise UserError(f"--check-images {e}") from e
         return [read_image(p) for p in files[:num]], folder
     try:
         index = open_recorded(cfg.data, "val", cfg.train.seed)
@@ -176,7 +204,8 @@ def check_onnx(path: Path, model: FCOS, cfg: FCOSConfig, images: list[np.ndarray
     proto = onnx.load(str(path))
     for name in RAW_OUTPUTS:  # expose the head's values that export_onnx left inside the graph
         proto.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
-    session = onnxruntime.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    session = onnxruntime.InferenceSession(proto.SerializeToString(), quiet_session_options(),
+                                           providers=["CPUExecutionProvider"])
     transform = build_transform(cfg.data.img_size, train=False, max_size=cfg.data.max_size,
                                 rounding=cfg.data.size_rounding)
     check = ExportCheck(len(images), 0, 0.0, 0.0, 0.0)

@@ -1,6 +1,7 @@
 """From head outputs to detections: score, per-level top-k, decode, clip, class-wise NMS.
 
 Shapes: B images, P points, K classes, C candidates per image (top-k of every level), N detections.
+`top_candidates` is the one decode, shared with the ONNX graph (`export.py`): traceable, any input size.
 """
 
 from __future__ import annotations
@@ -9,19 +10,61 @@ from typing import TypedDict
 
 import torch
 from torch import Tensor
+from torchvision.models.detection._utils import _topk_min
 from torchvision.ops import batched_nms
 
 from .losses import ltrb_to_boxes
 from .model.head import HeadOutputs, flatten_levels
 from .targets import Points
 
-__all__ = ["Detections", "postprocess"]
+__all__ = ["Detections", "postprocess", "top_candidates"]
 
 
 class Detections(TypedDict):
     boxes: Tensor  # (N, 4) xyxy in input-image pixels
     scores: Tensor  # (N,)
     labels: Tensor  # (N,) 0..K-1
+
+
+def top_candidates(cls_logits: Tensor, box_regression: Tensor, centerness: Tensor, xy_per_level: list[Tensor],
+                   strides: list[int], limits: Tensor, *, norm_reg_targets: bool, score_thresh: float | Tensor,
+                   threshold_on: str, score_rule: str, topk_per_level: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Score every (point, class), keep the best `topk_per_level` per level, decode their boxes, clip.
+
+    Args:
+        cls_logits (B, P, K), box_regression (B, P, 4), centerness (B, P): flattened head outputs.
+        xy_per_level: (P_l, 2) points of each level, in the order of P.
+        limits: (B, 1, 4) or (4,) (W, H, W, H) to clip boxes to.
+        score_thresh: a float, or a 0-d tensor (a graph input in ONNX).
+
+    Returns scores (B, C) with -1 for a candidate under the gate, boxes (B, C, 4) xyxy px, labels (B, C).
+    """
+    num_classes = cls_logits.shape[2]
+    cls_prob = cls_logits.sigmoid()
+    scores = cls_prob * centerness.sigmoid()[..., None]  # (B, P, K)
+    if score_rule == "sqrt":
+        scores = scores.sqrt()
+    gate = cls_prob if threshold_on == "cls" else scores
+    scores = torch.where(gate > score_thresh, scores, -1.0)  # -1 marks a dropped candidate
+
+    top_scores, top_boxes, top_labels = [], [], []
+    start = 0
+    for xy, stride in zip(xy_per_level, strides):
+        count = xy.shape[0]
+        level = scores[:, start:start + count].flatten(1)  # (B, count * K)
+        # _topk_min: min(k, count * K), traced as a graph value so that small ONNX inputs work too.
+        level_scores, idx = level.topk(_topk_min(level, topk_per_level, 1), dim=1)
+        point = torch.div(idx, num_classes, rounding_mode="floor")  # (B, k) within the level
+        ltrb = box_regression[:, start:start + count].gather(1, point[..., None].expand(-1, -1, 4))  # (B, k, 4)
+        if norm_reg_targets:
+            ltrb = ltrb * stride
+        top_scores.append(level_scores)
+        top_boxes.append(ltrb_to_boxes(xy[point], ltrb))
+        top_labels.append(idx % num_classes)
+        start = start + count
+    boxes = torch.cat(top_boxes, dim=1)
+    boxes = torch.minimum(boxes.clamp(min=0), limits)
+    return torch.cat(top_scores, dim=1), boxes, torch.cat(top_labels, dim=1)
 
 
 @torch.no_grad()
@@ -41,30 +84,11 @@ def postprocess(outputs: HeadOutputs, points: Points, image_sizes: list[tuple[in
     """
     cls_logits, box_regression, centerness = flatten_levels(outputs)  # (B,P,K) (B,P,4) (B,P)
     num_images, _, num_classes = cls_logits.shape
-    cls_prob = cls_logits.sigmoid()
-    scores = cls_prob * centerness.sigmoid()[..., None]  # (B, P, K)
-    if score_rule == "sqrt":
-        scores = scores.sqrt()
-    gate = cls_prob if threshold_on == "cls" else scores
-    scores = torch.where(gate > score_thresh, scores, -1.0)  # -1 marks a dropped candidate
-
-    top_scores, top_points, top_labels = [], [], []
-    start = 0
-    for count in points.num_per_level:
-        level = scores[:, start:start + count].flatten(1)  # (B, count * K)
-        level_scores, idx = level.topk(min(topk_per_level, level.shape[1]), dim=1)
-        top_scores.append(level_scores)
-        top_points.append(start + torch.div(idx, num_classes, rounding_mode="floor"))
-        top_labels.append(idx % num_classes)
-        start += count
-    cand_scores, cand_points, cand_labels = (torch.cat(t, dim=1) for t in (top_scores, top_points, top_labels))
-
-    ltrb = box_regression.gather(1, cand_points[..., None].expand(-1, -1, 4))  # (B, C, 4)
-    if norm_reg_targets:
-        ltrb = ltrb * points.strides[cand_points][..., None]
-    boxes = ltrb_to_boxes(points.xy[cand_points], ltrb)
-    limits = torch.tensor([[w, h, w, h] for h, w in image_sizes], dtype=boxes.dtype, device=boxes.device)
-    boxes = torch.minimum(boxes.clamp(min=0), limits[:, None, :])
+    limits = torch.tensor([[w, h, w, h] for h, w in image_sizes], dtype=torch.float32, device=cls_logits.device)
+    cand_scores, boxes, cand_labels = top_candidates(
+        cls_logits, box_regression, centerness, list(points.xy.split(points.num_per_level)), points.level_strides,
+        limits[:, None, :], norm_reg_targets=norm_reg_targets, score_thresh=score_thresh, threshold_on=threshold_on,
+        score_rule=score_rule, topk_per_level=topk_per_level)
 
     image_index = torch.arange(num_images, device=boxes.device)[:, None].expand_as(cand_scores)
     valid = cand_scores >= 0

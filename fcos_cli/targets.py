@@ -16,7 +16,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-__all__ = ["Points", "AssignedTargets", "PairTests", "make_points", "assign_targets", "pair_tests", "size_bounds"]
+__all__ = ["Points", "AssignedTargets", "PairTests", "make_points", "level_points", "level_spacings",
+           "assign_targets", "pair_tests", "size_bounds"]
 
 TORCHVISION_AREA_BASE = 1e8  # torchvision ranks matches by float32(1e8 - area): ties within its 8 ulp
 
@@ -54,6 +55,29 @@ class AssignedTargets(NamedTuple):
     centerness: Tensor
 
 
+def level_spacings(sizes, strides, spacing: str = "stride") -> list[tuple]:
+    """Grid step (s_x, s_y) of each level: the stride, or torchvision's padded image size // feature size.
+
+    `sizes` may hold traced sizes (ONNX export), so that torchvision's spacing follows the input size there too.
+    """
+    if spacing == "stride":
+        return [(s, s) for s in strides]
+    pad_h, pad_w = sizes[0][0] * strides[0], sizes[0][1] * strides[0]
+    return [(pad_w // w, pad_h // h) for h, w in sizes]
+
+
+def level_points(height, width, spacing_x, spacing_y, offset: float = 0.5,
+                 device: torch.device | str | None = None) -> Tensor:
+    """(H*W, 2) (x, y) of one level's cells, row-major, at (index + offset) * spacing.
+
+    Traceable: with traced sizes the ONNX graph makes points for any input size.
+    """
+    ys = (torch.arange(height, dtype=torch.float32, device=device) + offset) * spacing_y
+    xs = (torch.arange(width, dtype=torch.float32, device=device) + offset) * spacing_x
+    grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
+    return torch.stack([grid_x.reshape(-1), grid_y.reshape(-1)], dim=1)  # (H*W, 2)
+
+
 @functools.lru_cache(maxsize=32)
 def make_points(sizes: tuple[tuple[int, int], ...], strides: tuple[int, ...], offset: float = 0.5,
                 spacing: str = "stride", device: torch.device | str = "cpu") -> Points:
@@ -67,14 +91,9 @@ def make_points(sizes: tuple[tuple[int, int], ...], strides: tuple[int, ...], of
         spacing: "stride" (grid step = stride) or "torchvision" (step = padded image size // H_l,
             which differs from the stride at P6/P7 unless the padded sides are multiples of 128).
     """
-    pad_h, pad_w = sizes[0][0] * strides[0], sizes[0][1] * strides[0]
     xy, point_strides, spacings = [], [], []
-    for (h, w), s in zip(sizes, strides):
-        sx, sy = (s, s) if spacing == "stride" else (pad_w // w, pad_h // h)
-        ys = (torch.arange(h, dtype=torch.float32, device=device) + offset) * sy
-        xs = (torch.arange(w, dtype=torch.float32, device=device) + offset) * sx
-        grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
-        xy.append(torch.stack([grid_x.reshape(-1), grid_y.reshape(-1)], dim=1))  # (H*W, 2)
+    for (h, w), s, (sx, sy) in zip(sizes, strides, level_spacings(sizes, strides, spacing)):
+        xy.append(level_points(h, w, sx, sy, offset, device))
         point_strides.append(torch.full((h * w,), float(s), device=device))
         spacings.append((sx, sy))
     return Points(torch.cat(xy), torch.cat(point_strides), sizes, tuple(spacings), tuple(strides), offset)

@@ -44,7 +44,7 @@ def overfit(tmp_path_factory) -> tuple[TrainResult, Path]:
     cfg.data.hflip, cfg.data.color_jitter = 0.0, False
     cfg.train.lr, cfg.train.eval_interval = 4e-3, 30
     torch.manual_seed(0)
-    return train(cfg, index, index, tmp_path_factory.mktemp("overfit"), torch.device("cpu"), progress=False), root
+    return train(cfg, index, index, tmp_path_factory.mktemp("overfit"), torch.device("cpu")), root
 
 
 def train_args(demo: Path, project: Path, epochs: int) -> list[str]:

@@ -226,6 +226,28 @@ def _predict(*argv: str):
     return setup
 
 
+def _onnx_predict(*argv: str, older: bool = False):
+    """`fcos predict` of one tiny image with the module's weights exported to ONNX and one bad option; `older`: a
+    file whose NMS settings are constants (as exports were before they became inputs)."""
+    def setup(tmp: Path, run: Path) -> list[str]:
+        import onnx
+
+        from fcos_cli import checkpoint
+        from fcos_cli.export import export_onnx
+
+        model, cfg, names = checkpoint.load(run / "best.safetensors")
+        export_onnx(model, cfg, names, tmp / "m.onnx", torch.rand(1, 3, 64, 64))
+        if older:  # an initializer that is no graph input is a constant
+            proto = onnx.load(str(tmp / "m.onnx"))
+            kept = [i for i in proto.graph.input if i.name == "images"]
+            del proto.graph.input[:]
+            proto.graph.input.extend(kept)
+            onnx.save(proto, str(tmp / "m.onnx"))
+        Image.new("RGB", SIZE).save(tmp / "x.png")
+        return ["predict", str(tmp / "x.png"), "-w", str(tmp / "m.onnx"), *argv]
+    return setup
+
+
 def _config_file(text: str):
     def setup(tmp: Path, run: Path) -> list[str]:
         (tmp / "run.yaml").write_text(text)
@@ -374,6 +396,12 @@ CASES = [
     ("classes-not-indices", _option("predict", "x.png", "--classes", "cat,2"), ["--classes", "'cat,2'", "0,2"]),
     ("classes-out-of-range", _predict("--classes", "0,3"), ["--classes 0,3", "class 3", "0..0", "cat"]),
     ("line-width-zero", _option("predict", "x.png", "--line-width", "0"), ["--line-width", "positive"]),
+    ("vid-stride-zero", _option("predict", "x.png", "--vid-stride", "0"), ["--vid-stride", "positive"]),
+    ("predict-onnx-cuda-without-provider", _onnx_predict("--device", "cuda"),
+     ["--device cuda", "no CUDA provider", "onnxruntime-gpu"]),
+    ("predict-onnx-half", _onnx_predict("--half"), ["--half", "m.onnx", "float32", "safetensors"]),
+    ("predict-onnx-older-export-iou", _onnx_predict("--iou", "0.3", older=True),
+     ["m.onnx", "NMS settings baked in", "export it again", "--iou"]),
     ("export-half-onnx", _option("export", "-w", "{weights}", "--half"), ["--half", "ONNX", "--format safetensors"]),
     ("export-check-images-missing", _option("export", "-w", "{weights}", "--check-images", "{tmp}/none"),
      ["--check-images", "none", "no such file"]),
@@ -494,6 +522,21 @@ def test_predict_skips_bad_files_with_warnings_and_a_count(run: Path, tmp_path: 
     assert len(lines) == 2 and all(line.startswith("warning:") for line in lines), result.stderr
     assert any("cut.png" in line for line in lines) and any("notes.txt" in line for line in lines)
     assert "2 files skipped" in result.stdout
+
+
+def test_predict_skips_a_corrupt_video_with_a_warning(run: Path, tmp_path: Path) -> None:
+    """Videos that do not decode are skipped like unreadable images: a warning naming each, exit 0, no output."""
+    Image.new("RGB", SIZE).save(tmp_path / "good.png")
+    (tmp_path / "junk.mp4").write_bytes(b"\x00garbage" * 100)
+    (tmp_path / "empty.mkv").write_bytes(b"")
+    result = runner.invoke(app, ["predict", str(tmp_path), "-w", str(run / "best.safetensors"),
+                                 "--project", str(tmp_path / "runs")])
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 2 and all(line.startswith("warning:") and "cannot read video" in line for line in lines)
+    assert any("junk.mp4" in line for line in lines) and any("empty.mkv" in line for line in lines)
+    assert "2 files skipped" in result.stdout
+    assert sorted(p.name for p in (tmp_path / "runs" / "exp").iterdir()) == ["good.png", "predictions.json"]
 
 
 def test_debug_shows_the_traceback(tmp_path: Path) -> None:

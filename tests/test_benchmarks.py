@@ -1,5 +1,5 @@
-"""`benchmarks/run.py --quick` and `benchmarks/e2e.py --quick` run end to end and write every row; timings are never
-asserted."""
+"""`benchmarks/run.py`, `e2e.py` and `accuracy.py` in their --quick form run end to end and write every row; timings are
+never asserted."""
 
 from __future__ import annotations
 
@@ -52,3 +52,22 @@ def test_e2e_quick_writes_its_rows_next_to_the_others(tmp_path: Path) -> None:
     for row in results["jpeg_readers"].values():
         assert row["fastest"] in ("pil", "fcos_cli_read_image", "torchvision_decode_jpeg", "opencv_imdecode")
     assert "predict_e2e" in done.stdout and "jpeg_readers" in done.stdout
+
+
+ACCURACY = Path(__file__).resolve().parents[1] / "benchmarks" / "accuracy.py"
+
+
+def test_accuracy_quick_trains_both_and_scores_them_alike(tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, str(ACCURACY), "--quick", "--device", "cpu", "--workers", "0",
+                           "--work", str(tmp_path / "work"), "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads((tmp_path / "accuracy_cpu.json").read_text())
+    assert set(result["runs"]) == {"torchvision", "ours_same"}
+    for key, runs in result["runs"].items():
+        assert [r["seed"] for r in runs] == [0]
+        assert 0 <= runs[0]["map"] <= runs[0]["map50"] <= 1 and runs[0]["wall_s"] > 0, key
+    assert "--set data.hflip=0" in result["commands"]["ours_same"]
+    val = json.loads((tmp_path / "work" / "digits_8_4_96" / "val.json").read_text())
+    assert len(val["images"]) == 4 and val["annotations"]  # real digit scans, with boxes
+    assert "ours_same" in done.stdout and "torchvision" in done.stdout

@@ -80,6 +80,45 @@ def test_user_error_with_debug_raises():
     assert type(result.exception).__name__ == "UserError"
 
 
+def _run_with_a_corrupt_training_state(tmp_path: Path) -> Path:
+    """A run's last.safetensors whose training state is not a safetensors file: `--resume` fails reading it."""
+    demo = write_demo_data(tmp_path / "demo", num_train=1, num_val=1, max_side=64, seed=1)
+    cfg = tiny_config(epochs=2, img_size=64)
+    cfg.data.train, cfg.data.val, cfg.model.num_classes = str(demo / "train.json"), str(demo / "val.json"), 3
+    (tmp_path / "run").mkdir()
+    last = checkpoint.save(tmp_path / "run" / "last.safetensors", build_model(cfg.model), cfg,
+                           ["ellipse", "rectangle", "triangle"])
+    (tmp_path / "run" / "last.state.safetensors").write_bytes(b"not a safetensors file")
+    return last
+
+
+def test_a_user_error_is_one_line_and_debug_shows_its_traceback_and_cause(tmp_path: Path) -> None:
+    """One boundary (no wrapper at the call): the error's own line, exit 2; with --debug Python's traceback of
+    the UserError and of the library error it was raised from."""
+    last = _run_with_a_corrupt_training_state(tmp_path)
+    plain = subprocess.run([sys.executable, "-m", "fcos_cli", "train", "--resume", str(last)], capture_output=True,
+                           text=True, timeout=120)
+    assert plain.returncode == 2, plain.stderr
+    lines = [line for line in plain.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith(f"error: cannot resume from {last.parent}"), plain.stderr
+    assert "unreadable" in lines[0] and "Traceback" not in plain.stderr
+    debug = subprocess.run([sys.executable, "-m", "fcos_cli", "--debug", "train", "--resume", str(last)],
+                           capture_output=True, text=True, timeout=120)
+    assert debug.returncode == 1 and debug.stderr.count("Traceback (most recent call last)") == 2, debug.stderr
+    cause, _, error = debug.stderr.partition("The above exception was the direct cause of the following exception")
+    assert "SafetensorError" in cause and "fcos_cli/engine/state.py" in cause, debug.stderr
+    assert "fcos_cli.errors.UserError: cannot resume from" in error and "fcos_cli/engine/train.py" in error
+
+
+def test_an_os_error_on_a_users_path_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "a_file").write_text("")
+    result = runner.invoke(app, ["demo-data", str(tmp_path / "a_file" / "demo"), "--num-train", "1"])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert result.stderr.strip() == f"error: {tmp_path / 'a_file' / 'demo' / 'images'}: Not a directory", result.stderr
+    debug = runner.invoke(app, ["--debug", "demo-data", str(tmp_path / "a_file" / "demo")])
+    assert isinstance(debug.exception, NotADirectoryError)
+
+
 def test_python_dash_m_version():
     proc = subprocess.run([sys.executable, "-m", "fcos_cli", "--version"], capture_output=True, text=True,
                           timeout=120)
@@ -99,8 +138,9 @@ def test_sigterm_to_the_group_mid_write_leaves_no_partial_json_and_one_line(comm
     args = {"eval": ["eval", "--data", str(demo / "val.json")], "predict": ["predict", str(demo / "images"),
                                                                       "--no-save-images"]}[command]
     out = tmp_path / "runs" / "x"
-    process = subprocess.Popen([sys.executable, "-m", "fcos_cli", *args, "-w", str(weights), "--project",
-                                str(out.parent), "--name", out.name], start_new_session=True, text=True,
+    hooked = str(Path(__file__).parent / "hooked_fcos.py")  # fcos with the rename of WRITTEN held back
+    process = subprocess.Popen([sys.executable, hooked, *args, "-w", str(weights), "--project", str(out.parent),
+                                "--name", out.name], start_new_session=True, text=True,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                env={**os.environ, "FCOS_CLI_TEST_RENAME_DELAY": f"{written}:60"})
     wait_for(out / f".{Path(written).stem}.tmp.json", process)  # finished in its temporary file, not yet renamed

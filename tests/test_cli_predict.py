@@ -1,4 +1,4 @@
-"""`fcos predict`: folders with bad files, converted image modes, boxes in original pixels."""
+"""`fcos predict`: folders with bad files, converted image modes, boxes in original pixels, videos."""
 
 from __future__ import annotations
 
@@ -63,7 +63,7 @@ def test_boxes_of_a_twice_larger_image_are_twice_larger(overfit, tmp_path: Path)
 def test_no_images_or_no_weights_is_one_line_error(overfit, tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("x")
     out = runner.invoke(app, ["predict", str(tmp_path), "-w", str(overfit[0].best), "--project", str(tmp_path)])
-    assert out.exit_code == 2 and "no images in" in out.output and "Traceback" not in out.output
+    assert out.exit_code == 2 and "no images or videos in" in out.output and "Traceback" not in out.output
     out = runner.invoke(app, ["predict", str(tmp_path), "-w", str(tmp_path / "none.safetensors")])
     assert out.exit_code == 2 and "does not exist" in out.output.replace("\n", " ")
 
@@ -158,3 +158,76 @@ def test_blank_image_has_no_warning_and_conf_zero_lowers_the_gate(overfit, tmp_p
     assert cfg.post.score_thresh == 0.05
     gated = predict(model, cfg, [np.asarray(Image.open(tmp_path / "blank.png"))])[0]
     assert len(lowered) > len(gated["scores"]) + 100 and min(p["score"] for p in lowered) < gated["scores"].min()
+
+
+def _moving_video(path: Path, image: np.ndarray, num_frames: int, fps: float) -> None:
+    """`image`'s demo shapes sliding right 5 px a frame (wrapping), written with OpenCV (MPEG-4 Part 2)."""
+    import cv2
+
+    height, width = image.shape[0] // 2 * 2, image.shape[1] // 2 * 2  # the codec wants even sides
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
+    for i in range(num_frames):
+        writer.write(cv2.cvtColor(np.roll(image[:height, :width], 5 * i, axis=1), cv2.COLOR_RGB2BGR))
+    writer.release()
+
+
+def _decoded(path: Path) -> tuple[list[np.ndarray], float]:
+    """Every frame of a video (RGB) and its frame rate, read separately from `fcos predict`."""
+    import cv2
+
+    capture = cv2.VideoCapture(str(path))
+    frames = []
+    while (read := capture.read())[0]:
+        frames.append(cv2.cvtColor(read[1], cv2.COLOR_BGR2RGB))
+    fps = capture.get(cv2.CAP_PROP_FPS)
+    capture.release()
+    return frames, fps
+
+
+def test_video_gives_an_annotated_video_and_the_detections_of_its_frames(overfit, tmp_path: Path) -> None:
+    """A folder with a 24-frame video of moving demo shapes and an image: the annotated video has the input's frame
+    count, rate and size; its JSON lines hold per frame what `fcos_cli.predict` finds on the frames decoded
+    separately. --vid-stride 4 predicts frames 0, 4, ... into a video at a quarter of the rate."""
+    import fcos_cli
+    from fcos_cli.data.dataset import read_image
+
+    result, root = overfit
+    source = tmp_path / "in"
+    source.mkdir()
+    train = sorted((root / "images").glob("train_*.jpg"))
+    _moving_video(source / "clip.mp4", read_image(train[3]), num_frames=24, fps=12.0)  # an ellipse, triangles ...
+    shutil.copy(train[2], source / "still.jpg")
+    args = ["predict", str(source), "-w", str(result.best), "--conf", "0.3", "--fp32", "--project", str(tmp_path)]
+    out = runner.invoke(app, [*args, "--name", "all"])
+    assert out.exit_code == 0, out.output
+    assert "1 images and 24 frames of 1 videos" in out.output and out.stderr == ""
+    run = tmp_path / "all"
+    frames, fps = _decoded(source / "clip.mp4")
+    annotated, annotated_fps = _decoded(run / "clip.mp4")
+    assert len(frames) == len(annotated) == 24 and fps == annotated_fps == 12.0
+    assert annotated[0].shape == frames[0].shape and np.abs(annotated[0].astype(int) - frames[0]).mean() > 0.5
+    assert [p["file_name"] for p in json.loads((run / "predictions.json").read_text())][:1] == ["still.jpg"]
+
+    lines = [json.loads(line) for line in (run / "clip.mp4.jsonl").read_text().splitlines()]
+    assert [(line["frame"], line["time"]) for line in lines] == [(i, round(i / 12, 4)) for i in range(24)]
+    model, cfg, _ = fcos_cli.load(result.best)
+    reference = fcos_cli.predict(model, cfg, frames)
+    for line, ref in zip(lines, reference):
+        keep = ref["scores"] >= 0.3
+        boxes = np.array([d["bbox"] for d in line["detections"]]).reshape(-1, 4)
+        boxes[:, 2:] += boxes[:, :2]  # xywh -> xyxy
+        assert [d["category_id"] for d in line["detections"]] == (ref["labels"][keep] + 1).tolist()
+        np.testing.assert_allclose(boxes, ref["boxes"][keep].numpy(), atol=0.02)
+        np.testing.assert_allclose([d["score"] for d in line["detections"]], ref["scores"][keep].numpy(), atol=1e-4)
+    assert sum(len(line["detections"]) for line in lines) >= 3 * 24
+
+    out = runner.invoke(app, ["predict", str(source / "clip.mp4"), *args[2:], "--name", "stride", "--vid-stride",
+                              "4", "--save-txt"])
+    assert out.exit_code == 0, out.output
+    strided = [json.loads(line) for line in (tmp_path / "stride" / "clip.mp4.jsonl").read_text().splitlines()]
+    assert [line["frame"] for line in strided] == [0, 4, 8, 12, 16, 20]
+    assert strided == [lines[i] for i in range(0, 24, 4)]
+    kept, kept_fps = _decoded(tmp_path / "stride" / "clip.mp4")
+    assert len(kept) == 6 and kept_fps == 3.0
+    labels = (tmp_path / "stride" / "labels" / "clip.mp4" / "000004.txt").read_text().splitlines()
+    assert len(labels) == len(strided[1]["detections"]) >= 3

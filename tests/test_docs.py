@@ -185,6 +185,19 @@ def _torchvision_resnet(ws: Path) -> None:
     torch.save(timm.create_model("test_resnet").state_dict(), ws / "resnet50-0676ba61.pth")
 
 
+def _demo_video(ws: Path) -> None:
+    """clip.mp4: a demo image's shapes sliding across 12 frames, written with OpenCV."""
+    import cv2
+    import numpy as np
+
+    image = cv2.imread(str(ws / "images" / "train_0000.jpg"))
+    height, width = image.shape[0] // 2 * 2, image.shape[1] // 2 * 2
+    writer = cv2.VideoWriter(str(ws / "clip.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), 10, (width, height))
+    for i in range(12):
+        writer.write(np.roll(image[:height, :width], 6 * i, axis=1))
+    writer.release()
+
+
 # The files the docs name and how the workspace gets them (created when a line first needs them).
 PUBLISHED = "torchvision:fcos_resnet50_fpn_coco"
 FIXTURES: dict[str, Callable[[Path], object]] = {
@@ -197,6 +210,7 @@ FIXTURES: dict[str, Callable[[Path], object]] = {
         line.text for line in doc_lines() if "resnet50_tv.safetensors')\"" in line.text)),
     "model.onnx": lambda ws: _fcos(ws, "export -w best.safetensors --output model.onnx --conf 0"),
     "run.json": lambda ws: _fcos(ws, "config --size s > run.json"),
+    "clip.mp4": _demo_video,
 }
 
 

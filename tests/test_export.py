@@ -15,9 +15,11 @@ from typer.testing import CliRunner
 
 from fcos_cli import checkpoint
 from fcos_cli.cli import app
+from fcos_cli.config import PRESETS, preset
 from fcos_cli.data.dataset import read_image
 from fcos_cli.data.synthetic import demo_scene
 from fcos_cli.data.transforms import build_transform
+from fcos_cli.engine.predict import OnnxDetector
 from fcos_cli.errors import UserError
 from fcos_cli.export import check_onnx, export_onnx
 from fcos_cli.model import build_model
@@ -68,6 +70,8 @@ def test_half_safetensors_export_loads(overfit, tmp_path: Path) -> None:
 
 
 def test_predict_with_the_onnx_file_matches_the_weights(overfit, tmp_path: Path) -> None:
+    """`fcos predict` with the ONNX file gives the weights' detections, with the defaults and with --conf below the
+    stored gate, --iou, --max-det and --img-size (NMS settings are graph inputs; the resize happens outside)."""
     import json
 
     result, root = overfit
@@ -76,48 +80,56 @@ def test_predict_with_the_onnx_file_matches_the_weights(overfit, tmp_path: Path)
     assert runner.invoke(app, ["export", "-w", str(result.best), "--output", str(onnx_path), "--check-images",
                                str(root / "images")]).exit_code == 0
     source = str(root / "images" / "train_*.jpg")
-    outputs = {}
-    for name, weights in (("torch", result.best), ("onnx", onnx_path)):
-        # Batch 1 in both: a batch pads smaller images to the largest, which shifts border features a little.
-        # --fp32: the ONNX graph is float32, while `fcos predict` defaults to bf16 on CPUs that have it.
-        precision = ["--fp32"] if name == "torch" else []
-        run = runner.invoke(app, ["predict", source, "-w", str(weights), "--conf", "0.2", "--no-save-images",
-                                  "--batch-size", "1", "--project", str(tmp_path), "--name", name, *precision])
-        assert run.exit_code == 0, run.output
-        outputs[name] = json.loads((tmp_path / name / "predictions.json").read_text())
-    assert len(outputs["onnx"]) == len(outputs["torch"]) >= 4
-    below = runner.invoke(app, ["predict", source, "-w", str(onnx_path), "--conf", "0.01", "--no-save-images",
-                                "--project", str(tmp_path), "--name", "below"])
-    assert below.exit_code == 0 and "below the score gate 0.05 baked into m.onnx" in below.stderr
-    for a, b in zip(outputs["onnx"], outputs["torch"]):
-        assert (a["file_name"], a["category_id"]) == (b["file_name"], b["category_id"])
-        np.testing.assert_allclose(a["bbox"], b["bbox"], atol=0.02)
-        assert abs(a["score"] - b["score"]) < 1e-4
+    for i, options in enumerate((["--conf", "0.2"],
+                                 ["--conf", "0.01", "--iou", "0.3", "--max-det", "7", "--img-size", "192"])):
+        outputs = {}
+        for name, weights in ((f"torch{i}", result.best), (f"onnx{i}", onnx_path)):
+            # Batch 1 in both: a batch pads smaller images to the largest, which shifts border features a little.
+            # --fp32: the ONNX graph is float32, while `fcos predict` defaults to bf16 on CPUs that have it.
+            precision = ["--fp32"] if name.startswith("torch") else []
+            run = runner.invoke(app, ["predict", source, "-w", str(weights), *options, "--no-save-images",
+                                      "--batch-size", "1", "--project", str(tmp_path), "--name", name, *precision])
+            assert run.exit_code == 0 and run.stderr == "", run.output
+            outputs[name[:-1]] = json.loads((tmp_path / name / "predictions.json").read_text())
+        assert len(outputs["onnx"]) == len(outputs["torch"]) >= 4
+        for a, b in zip(outputs["onnx"], outputs["torch"]):
+            assert (a["file_name"], a["category_id"]) == (b["file_name"], b["category_id"])
+            np.testing.assert_allclose(a["bbox"], b["bbox"], atol=0.02)
+            assert abs(a["score"] - b["score"]) < 1e-4
+    per_image = {}
+    for p in outputs["onnx"]:
+        per_image[p["file_name"]] = per_image.get(p["file_name"], 0) + 1
+    assert max(per_image.values()) == 7
+    detector = OnnxDetector(onnx_path)  # each setting reaches the graph: a gate below the stored 0.05, the IoU
+    image = read_image(sorted((root / "images").glob("train_*.jpg"))[0])
+    post = detector.cfg.post
+    post.max_detections, found = 5000, {}
+    for gate, iou in ((post.score_thresh, post.nms_iou), (0.01, post.nms_iou), (0.01, 0.3)):
+        post.score_thresh, post.nms_iou = gate, iou
+        found[gate, iou] = len(detector([image])[0]["scores"])
+    stored, lower_gate, lower_iou = found.values()
+    assert 7 < stored < lower_gate and lower_iou < lower_gate, found
 
 
-def test_onnx_metadata_carries_the_short_long_resize(overfit, tmp_path: Path, monkeypatch) -> None:
+def test_onnx_metadata_carries_the_short_long_resize(overfit, tmp_path: Path) -> None:
     """An ONNX file of weights with max_size resizes as the weights do: short side, capped long side."""
-    from fcos_cli.engine import predict as predict_module
-    from fcos_cli.engine.predict import onnx_predict, predict
-    from fcos_cli.export import export_onnx
+    from fcos_cli.engine.predict import predict
 
     result, _ = overfit
     model, cfg, names = checkpoint.load(result.best)
     cfg.data.img_size, cfg.data.max_size = 160, 200
     export_onnx(model, cfg, names, tmp_path / "m.onnx", torch.rand(1, 3, 160, 192))
     seen = []
+    detector = OnnxDetector(tmp_path / "m.onnx")
 
     class Recording:  # the session, recording the size of what it is given
-        def __init__(self, path: str, _) -> None:
-            self.session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
-
-        def run(self, outputs, feeds):
+        def run(self, outputs, feeds, session=detector.session):
             seen.append(feeds["images"].shape[-2:])
-            return self.session.run(outputs, feeds)
+            return session.run(outputs, feeds)
 
-    monkeypatch.setattr(predict_module, "_onnx_session", Recording)
+    detector.session = Recording()
     image = np.random.default_rng(0).integers(0, 256, (120, 300, 3), dtype=np.uint8)
-    ours = onnx_predict(tmp_path / "m.onnx", [image])[0]
+    ours = detector([image])[0]
     assert seen == [(80, 200)]  # short side 160 would make it 400 wide: the 200 cap wins
     reference = predict(model, cfg, [image])[0]
     assert len(ours["boxes"]) == len(reference["boxes"])
@@ -141,12 +153,10 @@ def test_check_fails_a_graph_with_one_perturbed_weight(overfit, tmp_path: Path) 
         check_onnx(tmp_path / "broken.onnx", model, cfg, images, 0.25)
 
 
-@pytest.mark.parametrize("preset_name", ["paper", "improved"])
-def test_check_passes_both_presets(preset_name: str, tmp_path: Path) -> None:
-    """An untrained model of each preset (its own score rule, gate and box scaling) on a generated demo scene,
-    --conf 0 (gate 0): about a hundred detections compared."""
-    from fcos_cli.config import preset
-
+@pytest.mark.parametrize("preset_name", list(PRESETS))
+def test_check_passes_every_preset(preset_name: str, tmp_path: Path) -> None:
+    """An untrained model of each preset (its own score rule, gate, box scaling and point grid) on a generated demo
+    scene at another size than the trace's, --conf 0 (gate 0): about a hundred detections compared."""
     cfg = preset(preset_name)
     m = cfg.model
     m.backbone.name, m.backbone.pretrained, m.fpn.out_channels, m.head.num_groups, m.head.num_convs = \

@@ -1,5 +1,5 @@
-"""Albumentations pipelines: bbox-safe resize (longest side, or short side with a cap on the long one), flip and
-colour jitter for training."""
+"""Albumentations pipelines: bbox-safe resize (longest side, or short side with a cap on the long one), and for
+training a box-safe random crop, flip and colour jitter."""
 
 from __future__ import annotations
 
@@ -60,8 +60,11 @@ class ShortSideResize(MaxSizeTransform):
 
 def build_transform(img_size: int, train: bool, multi_scale: tuple[int, ...] = (),
                     hflip: float = 0.5, color_jitter: bool = True, max_size: int | None = None,
-                    rounding: Rounding = "round") -> A.Compose:
+                    rounding: Rounding = "round", crop: float = 0.0) -> A.Compose:
     """Longest side to `img_size` (or one of `multi_scale` when training), aspect kept, no padding.
+
+    Training may first crop (probability `crop`) a random region holding every box, so that the resize
+    zooms in: scale jitter that never cuts an object.
 
     With `max_size`, `img_size` (and `multi_scale`) is the short side and `max_size` caps the long side, as
     every COCO-trained detector resizes (800 / 1333). Padding to a multiple of 32 happens per batch in
@@ -71,6 +74,8 @@ def build_transform(img_size: int, train: bool, multi_scale: tuple[int, ...] = (
     sizes = list(multi_scale) if train and multi_scale else img_size
     resize = A.LongestMaxSize(max_size=sizes) if max_size is None else ShortSideResize(sizes, max_size, rounding)
     steps: list[A.BasicTransform] = [resize]
+    if train and crop > 0:
+        steps.insert(0, A.BBoxSafeRandomCrop(erosion_rate=0.0, p=crop))
     if train:
         if hflip > 0:
             steps.append(A.HorizontalFlip(p=hflip))

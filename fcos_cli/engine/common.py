@@ -26,8 +26,8 @@ def resolve_device(device: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         resolved = torch.device(device)
-    except RuntimeError:
-        raise UserError(f"--device {device}: expected auto, cpu, cuda or cuda:N") from None
+    except RuntimeError as e:
+        raise UserError(f"--device {device}: expected auto, cpu, cuda or cuda:N") from e
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"--device {device}: this machine has no CUDA GPU (use --device cpu)")
     return resolved
@@ -46,7 +46,8 @@ def loader(index: DatasetIndex, cfg: FCOSConfig, mean: tuple[float, ...], train:
     """Batches of `Batch`; training shuffles with an `EpochSampler` (call its `set_epoch`) and drops nothing
     on one process."""
     d = cfg.data
-    transform = build_transform(d.img_size, train, d.multi_scale, d.hflip, d.color_jitter, d.max_size, d.size_rounding)
+    transform = build_transform(d.img_size, train, d.multi_scale, d.hflip, d.color_jitter, d.max_size, d.size_rounding,
+                                d.crop)
     workers = cfg.train.workers if workers is None else workers
     dataset = DetectionDataset(index.records, transform, seed=seed)
     return torch.utils.data.DataLoader(

@@ -1,9 +1,9 @@
-"""Inference on in-memory images: any size, boxes returned in each image's own pixels."""
+"""Inference: in-memory images (PyTorch or an ONNX file), boxes in each image's own pixels; image and video files."""
 
 from __future__ import annotations
 
-import functools
-import glob
+import contextlib
+import dataclasses
 import json
 import time
 from collections import Counter
@@ -18,19 +18,20 @@ from torch import Tensor
 
 from ..atomic import atomic_write
 from ..config import FCOSConfig
-from ..data.dataset import read_image
-from ..data.yolo import IMAGE_SUFFIXES
-from ..errors import UserError
-from ..data.dataset import collate
+from ..data.dataset import collate, read_image
+from ..data.sources import is_video
 from ..data.transforms import build_transform
+from ..data.video import VideoReader, video_output_name, write_video
+from ..errors import UserError
+from ..export import nms_inputs, quiet_session_options
 from ..model import FCOS
 from ..pipeline import detections_for
 from ..postprocess import Detections
 from .common import autocast
-from .predict_outputs import PredictOutputs, relative_names, source_root, write_outputs
+from .predict_outputs import PredictOutputs, draw_detections, relative_names, source_root, write_outputs
 
-__all__ = ["ImageLike", "detect", "inference_amp", "predict", "onnx_predict", "collect_images", "PredictRun",
-           "PredictOutputs", "predict_files"]
+__all__ = ["ImageLike", "detect", "inference_amp", "predict", "read_onnx", "onnx_providers", "OnnxDetector",
+           "PredictRun", "PredictOutputs", "predict_files", "predict_video", "Progress"]
 
 ImageLike = Image.Image | np.ndarray | Tensor  # PIL, HxWx3 uint8, or (3, H, W) float 0-1
 
@@ -83,7 +84,7 @@ def predict(model: FCOS, cfg: FCOSConfig, images: list[ImageLike], batch_size: i
             pixels = _as_uint8(image)
             resized = transform(image=pixels, bboxes=np.zeros((0, 4), np.float32), labels=np.zeros(0))["image"]
             scale = torch.tensor([resized.shape[1] / pixels.shape[1], resized.shape[0] / pixels.shape[0]] * 2)
-            items.append((torch.from_numpy(np.ascontiguousarray(resized)).permute(2, 0, 1).float() / 255, scale))
+            items.append((torch.from_numpy(np.array(resized, copy=True)).permute(2, 0, 1).float() / 255, scale))
         batch = collate([(pixels, {}, None) for pixels, _ in items], model.backbone.mean, cfg.model.size_divisor)
         for det, (_, scale) in zip(detect(model, cfg, batch.images.to(device), batch.sizes, amp), items):
             results.append(Detections(boxes=det["boxes"].cpu() / scale, scores=det["scores"].cpu(),
@@ -91,99 +92,198 @@ def predict(model: FCOS, cfg: FCOSConfig, images: list[ImageLike], batch_size: i
     return results
 
 
-def collect_images(source: str) -> tuple[list[Path], list[Path]]:
-    """Image files of SOURCE (a file, a folder searched recursively, or a glob) and the other files skipped."""
-    path = Path(source)
-    if path.is_dir():
-        candidates = sorted(p for p in path.rglob("*") if p.is_file())
-    elif path.is_file():
-        candidates = [path]
-    else:
-        candidates = sorted(Path(p) for p in glob.glob(source, recursive=True) if Path(p).is_file())
-        if not candidates:
-            raise UserError(f"{source}: no such file, folder or glob match")
-    images = [p for p in candidates if p.suffix.lower() in IMAGE_SUFFIXES]
-    if not images:
-        raise UserError(f"no images in {source} (expected {', '.join(sorted(IMAGE_SUFFIXES))})")
-    return images, [p for p in candidates if p.suffix.lower() not in IMAGE_SUFFIXES]
+def read_onnx(path: Path) -> tuple[FCOSConfig, list[str], dict[str, str]]:
+    """The config, class names and metadata of an ONNX file written by `fcos export`."""
+    import onnx
+
+    from ..config import from_dict
+
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception as e:  # noqa: BLE001 - protobuf raises several types for a file that is not ONNX
+        raise UserError(f"--weights {path} is not a readable ONNX file ({type(e).__name__}); write one with "
+                        f"`fcos export`") from e
+    metadata = {p.key: p.value for p in proto.metadata_props}
+    if "fcos_cli.config" not in metadata:
+        raise UserError(f"{path} is an ONNX file without fcos_cli metadata (export it with `fcos export`)")
+    return from_dict(json.loads(metadata["fcos_cli.config"])), json.loads(metadata.get("fcos_cli.class_names", "[]")), \
+        metadata
+
+
+def onnx_providers(device: str) -> list:
+    """onnxruntime's execution providers for `--device`: auto takes CUDA when both onnxruntime and torch see it."""
+    import onnxruntime
+
+    available = onnxruntime.get_available_providers()
+    if device == "cpu" or (device == "auto" and not ("CUDAExecutionProvider" in available
+                                                     and torch.cuda.is_available())):
+        return ["CPUExecutionProvider"]
+    if "CUDAExecutionProvider" not in available:
+        raise UserError(f"--device {device}: this onnxruntime has no CUDA provider (it has {', '.join(available)}); "
+                        f"install onnxruntime-gpu, or give --device cpu")
+    index = int(device.partition(":")[2] or 0)
+    return [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
+
+
+class OnnxDetector:
+    """An ONNX file from `fcos export` on onnxruntime, used like `predict`: images in, detections in their pixels.
+
+    `cfg` (the file's, change it before predicting) gives the resize and the NMS settings fed to the graph
+    (`cfg.post.score_thresh`, `nms_iou`, `max_detections`). One image per run; `device` as `onnx_providers`.
+    """
+
+    def __init__(self, path: Path, device: str = "cpu") -> None:
+        import onnxruntime
+
+        self.path = path
+        self.cfg, self.class_names, self.metadata = read_onnx(path)
+        self.session = onnxruntime.InferenceSession(str(path), quiet_session_options(),
+                                                    providers=onnx_providers(device))
+        if device.startswith("cuda") and "CUDAExecutionProvider" not in self.session.get_providers():
+            raise UserError(f"--device {device}: onnxruntime could not start its CUDA provider (see its log above)")
+        names = {i.name for i in [*self.session.get_inputs(), *self.session.get_overridable_initializers()]}
+        self._baked = None if set(nms_inputs(self.cfg)) <= names else nms_inputs(self.cfg)  # files before NMS inputs
+
+    def __call__(self, images: list[ImageLike]) -> list[Detections]:
+        feeds = nms_inputs(self.cfg)
+        if self._baked is not None:
+            if any(feeds[k] != v for k, v in self._baked.items()):
+                raise UserError(f"{self.path} has its NMS settings baked in (an older export): export it again to "
+                                f"change --conf below its gate, --iou or --max-det")
+            feeds = {}
+        transform = build_transform(self.cfg.data.img_size, train=False, max_size=self.cfg.data.max_size,
+                                    rounding=self.cfg.data.size_rounding)
+        results = []
+        for image in images:
+            pixels = _as_uint8(image)
+            resized = transform(image=pixels, bboxes=np.zeros((0, 4), np.float32), labels=np.zeros(0))["image"]
+            scale = np.array([resized.shape[1] / pixels.shape[1], resized.shape[0] / pixels.shape[0]] * 2, np.float32)
+            tensor = (resized.astype(np.float32) / 255).transpose(2, 0, 1)[None]
+            boxes, scores, labels = self.session.run(["boxes", "scores", "labels"],
+                                                     {"images": np.ascontiguousarray(tensor), **feeds})
+            results.append(Detections(boxes=torch.from_numpy(boxes / scale), scores=torch.from_numpy(scores),
+                                      labels=torch.from_numpy(labels)))
+        return results
 
 
 @dataclass
 class PredictRun:
     num_images: int = 0
+    num_videos: int = 0
+    num_frames: int = 0  # video frames predicted
     per_class: Counter = field(default_factory=Counter)
     skipped: list[tuple[Path, str]] = field(default_factory=list)  # (file, why)
     seconds: float = 0.0
-    results: list[dict] = field(default_factory=list)  # COCO results with file names
+    results: list[dict] = field(default_factory=list)  # COCO results of the images, with file names
 
 
-def onnx_predict(path: Path, images: list[ImageLike]) -> list[Detections]:
-    """The same as `predict`, through an ONNX file from `fcos export` and onnxruntime (one image per run)."""
-    import onnx
-    import onnxruntime
-
-    from ..config import from_dict
-
-    metadata = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
-    if "fcos_cli.config" not in metadata:
-        raise UserError(f"{path} is an ONNX file without fcos_cli metadata (export it with `fcos export`)")
-    cfg = from_dict(json.loads(metadata["fcos_cli.config"]))
-    session = _onnx_session(str(path), onnxruntime)
-    transform = build_transform(cfg.data.img_size, train=False, max_size=cfg.data.max_size,
-                                rounding=cfg.data.size_rounding)
-    results = []
-    for image in images:
-        pixels = _as_uint8(image)
-        resized = transform(image=pixels, bboxes=np.zeros((0, 4), np.float32), labels=np.zeros(0))["image"]
-        scale = np.array([resized.shape[1] / pixels.shape[1], resized.shape[0] / pixels.shape[0]] * 2, np.float32)
-        tensor = (resized.astype(np.float32) / 255).transpose(2, 0, 1)[None]
-        boxes, scores, labels = session.run(None, {"images": np.ascontiguousarray(tensor)})
-        results.append(Detections(boxes=torch.from_numpy(boxes / scale), scores=torch.from_numpy(scores),
-                                  labels=torch.from_numpy(labels)))
-    return results
+# progress(what, unit, done, total): "images" or a video's name, "images" or "frames", counts so far and in all
+Progress = Callable[[str, str, int, int], None]
+Detect = Callable[[list[np.ndarray]], list[Detections]]
 
 
-@functools.lru_cache(maxsize=2)
-def _onnx_session(path: str, onnxruntime):
-    return onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+def predict_files(detect: Detect, class_names: list[str], files: list[Path], out_dir: Path, category_ids: list[int],
+                  conf: float = 0.25, batch_size: int = 8, outputs: PredictOutputs | None = None,
+                  classes: tuple[int, ...] | None = None, root: Path | None = None, progress: Progress | None = None,
+                  vid_stride: int = 1) -> PredictRun:
+    """Predict image and video files with `detect` (e.g. `partial(predict, model, cfg)` or an `OnnxDetector`).
 
-
-def predict_files(detect: Callable[[list[np.ndarray]], list[Detections]], class_names: list[str], files: list[Path],
-                  out_dir: Path, category_ids: list[int], conf: float = 0.25, batch_size: int = 8,
-                  outputs: PredictOutputs | None = None, classes: tuple[int, ...] | None = None,
-                  root: Path | None = None, progress=None) -> PredictRun:
-    """Predict image files with `detect` (e.g. `partial(predict, model, cfg)` or `partial(onnx_predict, path)`);
-    keep detections with score >= `conf` (and a label in `classes`, when given); write `predictions.json` (COCO
-    results whose file names are relative to `root`, default the files' common folder) and `outputs`."""
+    Keeps detections with score >= `conf` (and a label in `classes`, when given). Images: `predictions.json` (COCO
+    results whose file names are relative to `root`, default the files' common folder) and `outputs`. Videos (every
+    `vid_stride`-th frame): `NAME.jsonl` (one line per frame) and an annotated video (see `predict_video`).
+    A file that cannot be read is skipped and listed in `skipped`.
+    """
     outputs = outputs or PredictOutputs()
     names = relative_names(files, root or source_root("", files))
+    images = [(path, name) for path, name in zip(files, names) if not is_video(path)]
     run = PredictRun()
     start = time.perf_counter()
     out_dir.mkdir(parents=True, exist_ok=True)
     crops_taken: set[str] = set()
-    for first in range(0, len(files), batch_size):
+    for first in range(0, len(images), batch_size):
         loaded = []
-        for path, name in zip(files[first:first + batch_size], names[first:first + batch_size]):
+        for path, name in images[first:first + batch_size]:
             try:
                 loaded.append((name, read_image(path)))
             except UserError as e:  # one bad file must not stop a folder: skip it and say so
                 run.skipped.append((path, str(e)))
         for (name, pixels), det in zip(loaded, detect([p for _, p in loaded]) if loaded else []):
-            keep = det["scores"] >= conf
-            if classes is not None:
-                keep &= torch.isin(det["labels"], torch.tensor(classes, dtype=det["labels"].dtype))
-            boxes, scores, labels = det["boxes"][keep], det["scores"][keep], det["labels"][keep]
+            boxes, scores, labels = _kept(det, conf, classes)
             run.num_images += 1
             run.per_class.update(class_names[k] for k in labels.tolist())
             for box, score, label in zip(boxes.tolist(), scores.tolist(), labels.tolist()):
                 run.results.append({"file_name": name.as_posix(), "image_id": run.num_images,
-                                    "category_id": category_ids[label],
-                                    "bbox": [round(box[0], 2), round(box[1], 2), round(box[2] - box[0], 2),
-                                             round(box[3] - box[1], 2)], "score": round(score, 5)})
+                                    "category_id": category_ids[label], "bbox": _xywh(box), "score": round(score, 5)})
             write_outputs(out_dir, name, pixels, boxes, scores, labels, class_names, outputs, crops_taken)
         if progress is not None:
-            progress(len(files[first:first + batch_size]))
+            progress("images", "images", min(first + batch_size, len(images)), len(images))
     with atomic_write(out_dir / "predictions.json") as tmp:
         tmp.write_text(json.dumps(run.results))
+    for path, name in zip(files, names):
+        if is_video(path):
+            try:
+                run.num_frames += predict_video(detect, class_names, path, name, out_dir, category_ids, conf,
+                                                batch_size, outputs, classes, progress, vid_stride, run.per_class)
+                run.num_videos += 1
+            except UserError as e:
+                run.skipped.append((path, str(e)))
     run.seconds = time.perf_counter() - start
     return run
+
+
+def predict_video(detect: Detect, class_names: list[str], path: Path, name: Path, out_dir: Path,
+                  category_ids: list[int], conf: float = 0.25, batch_size: int = 8,
+                  outputs: PredictOutputs | None = None, classes: tuple[int, ...] | None = None,
+                  progress: Progress | None = None, vid_stride: int = 1, per_class: Counter | None = None) -> int:
+    """Predict every `vid_stride`-th frame of video `path` (at `name` under `out_dir`); returns the frames predicted.
+
+    Writes `NAME.jsonl`, one line per predicted frame: `{"frame", "time" (s), "detections": [{"category_id",
+    "class", "bbox" (x, y, w, h px), "score"}]}`; with `outputs.save_images` the annotated frames as a video at
+    `video_output_name(NAME)` (fps / vid_stride: the same duration); `save_txt` / `save_crop` per frame under
+    labels/NAME/ and crops/CLASS/NAME/ (frame number as the file name). Nothing is left behind on failure.
+    """
+    outputs = outputs or PredictOutputs()
+    frame_outputs = dataclasses.replace(outputs, save_images=False)  # the video writer draws the frames
+    crops_taken: set[str] = set()
+    done = 0
+    with contextlib.ExitStack() as stack:
+        video = stack.enter_context(VideoReader(path))
+        info = video.info
+        total = -(-info.num_frames // vid_stride)  # ceil
+        lines_path = stack.enter_context(atomic_write(out_dir / name.with_name(name.name + ".jsonl")))
+        lines_path.parent.mkdir(parents=True, exist_ok=True)
+        lines = stack.enter_context(open(lines_path, "w"))
+        write_frame = None
+        for batch in video.batches(batch_size, vid_stride):
+            if write_frame is None and outputs.save_images:  # sized by a decoded frame (rotation metadata)
+                height, width = batch[0][1].shape[:2]
+                write_frame = stack.enter_context(write_video(out_dir / video_output_name(name),
+                                                              info.fps / vid_stride, width, height))
+            for (index, frame), det in zip(batch, detect([frame for _, frame in batch])):
+                boxes, scores, labels = _kept(det, conf, classes)
+                if per_class is not None:
+                    per_class.update(class_names[k] for k in labels.tolist())
+                found = [{"category_id": category_ids[k], "class": class_names[k], "bbox": _xywh(box),
+                          "score": round(score, 5)}
+                         for box, score, k in zip(boxes.tolist(), scores.tolist(), labels.tolist())]
+                lines.write(json.dumps({"frame": index, "time": round(index / info.fps, 4), "detections": found})
+                            + "\n")
+                if write_frame is not None:
+                    write_frame(draw_detections(frame, boxes, scores, labels, class_names, outputs))
+                write_outputs(out_dir, name / f"{index:06d}.jpg", frame, boxes, scores, labels, class_names,
+                              frame_outputs, crops_taken)
+            done += len(batch)
+            if progress is not None:
+                progress(name.as_posix(), "frames", done, max(total, done))
+    return done
+
+
+def _kept(det: Detections, conf: float, classes: tuple[int, ...] | None) -> tuple[Tensor, Tensor, Tensor]:
+    keep = det["scores"] >= conf
+    if classes is not None:
+        keep &= torch.isin(det["labels"], torch.tensor(classes, dtype=det["labels"].dtype))
+    return det["boxes"][keep], det["scores"][keep], det["labels"][keep]
+
+
+def _xywh(box: list[float]) -> list[float]:
+    return [round(box[0], 2), round(box[1], 2), round(box[2] - box[0], 2), round(box[3] - box[1], 2)]

@@ -18,7 +18,7 @@ from torch import Tensor
 
 from ..atomic import atomic_write
 
-__all__ = ["PredictOutputs", "source_root", "relative_names", "write_outputs"]
+__all__ = ["PredictOutputs", "source_root", "relative_names", "write_outputs", "draw_detections"]
 
 PALETTE = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#bfef45", "#fabed4",
            "#469990", "#dcbeff", "#9a6324", "#800000", "#aaffc3", "#808000", "#000075"]
@@ -80,7 +80,7 @@ def write_outputs(out_dir: Path, name: Path, pixels: np.ndarray, boxes: Tensor, 
     labels (N,). `crops_taken` collects crop names across images so that none is written twice."""
     height, width = pixels.shape[:2]
     if outputs.save_images:
-        _save(Image.fromarray(_draw(pixels, boxes, scores, labels, class_names, outputs)), out_dir / name)
+        _save(Image.fromarray(draw_detections(pixels, boxes, scores, labels, class_names, outputs)), out_dir / name)
     if outputs.save_txt:
         lines = []
         for (x0, y0, x1, y1), score, label in zip(boxes.tolist(), scores.tolist(), labels.tolist()):
@@ -100,8 +100,9 @@ def write_outputs(out_dir: Path, name: Path, pixels: np.ndarray, boxes: Tensor, 
                 _save(Image.fromarray(pixels[top:bottom, left:right]), out_dir / crop)
 
 
-def _draw(pixels: np.ndarray, boxes: Tensor, scores: Tensor, labels: Tensor, class_names: list[str],
-          outputs: PredictOutputs) -> np.ndarray:
+def draw_detections(pixels: np.ndarray, boxes: Tensor, scores: Tensor, labels: Tensor, class_names: list[str],
+                    outputs: PredictOutputs) -> np.ndarray:
+    """A copy of `pixels` (H, W, 3) uint8 with the boxes drawn as `outputs` asks (images and video frames alike)."""
     if len(boxes) == 0:  # torchvision warns "boxes doesn't contain any box" on an empty list
         return pixels
     from torchvision.utils import draw_bounding_boxes

@@ -95,7 +95,7 @@ def _read(path: Path) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
         with safe_open(str(path), framework="pt") as f:
             return f.metadata() or {}, {k: f.get_tensor(k) for k in f.keys()}
     except (SafetensorError, OSError, ValueError) as e:
-        raise UserError(f"cannot resume from {path}: unreadable ({e})") from None
+        raise UserError(f"cannot resume from {path}: unreadable ({e})") from e
 
 
 def load_state(path: Path, model: torch.nn.Module, optimizer, scheduler, scaler,
@@ -121,7 +121,7 @@ def load_state(path: Path, model: torch.nn.Module, optimizer, scheduler, scaler,
         model.load_state_dict(tree["model"])
         optimizer.load_state_dict(_int_keys(tree["optimizer"]))
     except (RuntimeError, ValueError, KeyError) as e:
-        raise UserError(f"cannot resume from {path}: it does not fit this model/optimizer ({e})") from None
+        raise UserError(f"cannot resume from {path}: it does not fit this model/optimizer ({e})") from e
     scheduler.load_state_dict(tree["scheduler"])
     scaler.load_state_dict(tree["scaler"])
     torch.set_rng_state(tree["rng_torch"])

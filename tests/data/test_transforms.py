@@ -92,3 +92,23 @@ def test_short_long_resize_of_a_4_by_3_photo_keeps_boxes_on_their_pixels() -> No
                                                            bboxes=boxes, labels=labels)
     assert out["image"].shape[:2] == (800, 1067)
     np.testing.assert_allclose(np.asarray(out["bboxes"]), boxes * np.array([1067 / 640, 800 / 480] * 2), rtol=1e-5)
+
+
+def test_crop_zooms_in_and_keeps_every_box_on_its_pixels() -> None:
+    image = np.zeros((300, 500, 3), dtype=np.uint8)
+    boxes, labels = np.array([[200, 100, 260, 180], [280, 150, 320, 200]], dtype=np.float32), np.array([0, 2])
+    for x0, y0, x1, y1 in boxes.astype(int):
+        image[y0:y1, x0:x1] = 255
+    crop = build_transform(250, train=True, hflip=0.0, color_jitter=False, crop=1.0)
+    zooms = []
+    for seed in range(8):
+        crop.set_random_seed(seed)
+        out = crop(image=image, bboxes=boxes, labels=labels)
+        assert max(out["image"].shape[:2]) == 250 and [int(v) for v in out["labels"]] == [0, 2]
+        out_boxes = np.asarray(out["bboxes"])
+        for x0, y0, x1, y1 in out_boxes.round().astype(int):  # white exactly under each box
+            assert out["image"][y0 + 2:y1 - 2, x0 + 2:x1 - 2].min() > 200
+        zooms.append((out_boxes[0, 2] - out_boxes[0, 0]) / (60 * 250 / 500))  # box width / after a plain resize
+    assert min(zooms) >= 1 - 1e-3 and sum(z > 1.2 for z in zooms) >= 4
+    plain = build_transform(250, train=True, hflip=0.0, color_jitter=False)
+    assert len(plain.transforms) == 1  # crop 0: no crop step at all

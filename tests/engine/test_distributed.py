@@ -15,6 +15,8 @@ from fcos_cli import checkpoint
 from fcos_cli.data import open_split
 from fcos_cli.data.synthetic import write_demo_data
 
+HOOKED = str(Path(__file__).parents[1] / "hooked_fcos.py")  # fcos, each rank logging its images and weights
+
 
 def _rank_log(path: Path) -> tuple[dict[str, torch.Tensor], dict[int, list[int]]]:
     with safe_open(str(path), framework="pt") as f:
@@ -25,8 +27,7 @@ def _rank_log(path: Path) -> tuple[dict[str, torch.Tensor], dict[int, list[int]]
 def test_two_ranks_share_epochs_and_weights(tmp_path: Path) -> None:
     demo = write_demo_data(tmp_path / "demo", num_train=8, num_val=2, max_side=128, seed=5)
     project, logs = tmp_path / "runs", tmp_path / "ranks"
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "fcos_cli",
-               "train", "--data", str(demo / "train.json"), "--val-data", str(demo / "val.json"),
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", HOOKED, "train", "--data", str(demo / "train.json"), "--val-data", str(demo / "val.json"),
                "--no-pretrained", "--backbone", "test_resnet", "--img-size", "128", "--fpn-channels", "32", "--head-convs", "2",
                "--size-ranges", "32,64,128,256", "--optimizer", "adamw", "--lr", "0.003", "--warmup-steps", "2",
                "--epochs", "2", "--batch-size", "2", "--workers", "0", "--project", str(project), "--name", "run"]

@@ -5,6 +5,7 @@ Stops as schedulers deliver them (signals to a process group, torchrun, --time) 
 from __future__ import annotations
 
 import csv
+import os
 import signal
 import subprocess
 import sys
@@ -25,6 +26,7 @@ from fcos_cli.losses import FCOSLosses
 from conftest import assert_same_weights, epochs_in, start_fcos, tiny_config, train_args, wait_for, weights_of
 
 CPU = torch.device("cpu")
+HOOKED = str(Path(__file__).parents[1] / "hooked_fcos.py")  # fcos with a rename held back
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +55,9 @@ def test_sigkill_twice_then_resume_equals_uninterrupted_training(demo: Path, tmp
     checkpoint.load(last)  # the last complete checkpoint loads
 
     # 2. Resumed, then killed inside the write of the next weights file (the rename is held back).
-    second = start_fcos(["train", "--resume", str(last)], FCOS_CLI_TEST_RENAME_DELAY="last.safetensors:60")
+    second = subprocess.Popen([sys.executable, HOOKED, "train", "--resume", str(last)], text=True,
+                              env={**os.environ, "FCOS_CLI_TEST_RENAME_DELAY": "last.safetensors:60"},
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     wait_for(run / ".last.tmp.safetensors", second)
     _kill(second)
     assert (run / ".last.tmp.safetensors").exists()  # really killed mid-write
@@ -73,7 +77,7 @@ def test_ctrl_c_mid_epoch_saves_the_last_step_and_resume_continues_exactly(
         demo: Path, tmp_path: Path, monkeypatch) -> None:
     index, val = open_split(demo / "train.json"), open_split(demo / "val.json")
     cfg = lambda: tiny_config(epochs=2)  # noqa: E731 - batch 4 on 6 images: 2 steps per epoch, augmented
-    full = train(cfg(), index, val, tmp_path / "full", CPU, progress=False)
+    full = train(cfg(), index, val, tmp_path / "full", CPU)
     original, calls = train_module._step, []
 
     def step_then_ctrl_c(*args, **kwargs):
@@ -85,14 +89,14 @@ def test_ctrl_c_mid_epoch_saves_the_last_step_and_resume_continues_exactly(
 
     monkeypatch.setattr(train_module, "_step", step_then_ctrl_c)
     with pytest.raises(TrainingInterrupted) as stop:
-        train(cfg(), index, val, tmp_path / "cut", CPU, progress=False)
+        train(cfg(), index, val, tmp_path / "cut", CPU)
     assert (stop.value.epoch, stop.value.step) == (2, 3)
     metadata = checkpoint.read_metadata(stop.value.last)[2]
     assert (metadata["fcos_cli.epoch"], metadata["fcos_cli.step"]) == ("1", "3")
     assert epochs_in(tmp_path / "cut") == [1]
     monkeypatch.setattr(train_module, "_step", original)
     resumed = train(checkpoint.read_metadata(stop.value.last)[0], index, val, tmp_path / "cut", CPU,
-                    progress=False, resume=stop.value.last)
+                    resume=stop.value.last)
     assert epochs_in(tmp_path / "cut") == [1, 2]
     assert_same_weights(weights_of(resumed.last), weights_of(full.last))
     with open(tmp_path / "cut" / "metrics.csv") as a, open(tmp_path / "full" / "metrics.csv") as b:
@@ -124,7 +128,7 @@ def test_a_nan_loss_skips_its_step_and_training_goes_on(demo: Path, tmp_path: Pa
     model = build_model(cfg.model)
     snapshots: list[list[torch.Tensor]] = []
     monkeypatch.setattr(train_module, "loss_for", _nan_at(snapshots, {3}, model.parameters))
-    result = train(cfg, index, None, tmp_path, CPU, model=model, progress=False)
+    result = train(cfg, index, None, tmp_path, CPU, model=model)
     assert len(snapshots) == 6 and result.skipped_steps == 1
 
     def changed(a: int, b: int) -> bool:  # weights before call a vs before call b (1-based)
@@ -172,10 +176,10 @@ def test_many_nan_losses_in_a_row_stop_training_with_the_checkpoint_intact(
     index = open_split(demo / "train.json")
     cfg = tiny_config(epochs=3)
     cfg.train.batch_size, cfg.train.max_nonfinite_steps = 2, 3
-    result = train(cfg, index, None, tmp_path, CPU, progress=False)
+    result = train(cfg, index, None, tmp_path, CPU)
     before = weights_of(result.last)
     cfg.train.epochs = 4
     monkeypatch.setattr(train_module, "loss_for", _nan_at([], set(range(1, 100)), lambda: []))
     with pytest.raises(TrainingDiverged, match=r"3 non-finite losses or gradients in a row.*last\.safetensors"):
-        train(cfg, index, None, tmp_path, CPU, progress=False, resume=result.last)
+        train(cfg, index, None, tmp_path, CPU, resume=result.last)
     assert_same_weights(weights_of(result.last), before)

@@ -147,7 +147,7 @@ def test_time_budget_stops_before_it_runs_out_saved_and_resumable(demo: Path, tm
 
     monkeypatch.setattr(train_module, "_step", slow_step)
     with pytest.raises(TrainingInterrupted) as stop:
-        train(cfg, index, val, tmp_path, torch.device("cpu"), progress=False)
+        train(cfg, index, val, tmp_path, torch.device("cpu"))
     # No wall-clock assertion (a loaded machine only stops it sooner): the steps it ran fit in the budget.
     assert stop.value.cause == TIME_LIMIT and 1 <= stop.value.step and stop.value.step * 0.4 <= 3.0
     assert int(checkpoint.read_metadata(stop.value.last)[2]["fcos_cli.step"]) == stop.value.step

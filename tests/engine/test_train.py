@@ -12,7 +12,7 @@ from fcos_cli import checkpoint
 from fcos_cli.data import open_split
 from fcos_cli.data.synthetic import write_demo_data
 from fcos_cli.engine.state import state_path
-from fcos_cli.engine.train import finetune_model, train
+from fcos_cli.engine.train import TrainCallbacks, finetune_model, train
 from fcos_cli.errors import UserError
 
 from conftest import tiny_config
@@ -46,20 +46,21 @@ def test_resume_gives_the_weights_of_uninterrupted_training(demo: Path, tmp_path
     index, val = open_split(demo / "train.json"), open_split(demo / "val.json")
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
-    train(tiny_config(epochs=3), index, val, tmp_path / "a", CPU, progress=False)
+    train(tiny_config(epochs=3), index, val, tmp_path / "a", CPU)
 
     class Interrupt(Exception):
         pass
 
-    def stop_after_first(row: dict) -> None:
-        if row["epoch"] == 1:
-            raise Interrupt
+    class StopAfterFirst(TrainCallbacks):
+        def epoch_ended(self, row: dict) -> None:
+            if row["epoch"] == 1:
+                raise Interrupt
 
     with pytest.raises(Interrupt):
-        train(tiny_config(epochs=3), index, val, tmp_path / "b", CPU, progress=False, on_epoch_end=stop_after_first)
+        train(tiny_config(epochs=3), index, val, tmp_path / "b", CPU, callbacks=StopAfterFirst())
     interrupted = checkpoint.load(tmp_path / "b" / "last.safetensors")[0].state_dict()
     cfg = checkpoint.read_metadata(tmp_path / "b" / "last.safetensors")[0]
-    train(cfg, index, val, tmp_path / "b", CPU, progress=False, resume=tmp_path / "b" / "last.safetensors")
+    train(cfg, index, val, tmp_path / "b", CPU, resume=tmp_path / "b" / "last.safetensors")
     full = checkpoint.load(tmp_path / "a" / "last.safetensors")[0].state_dict()
     resumed = checkpoint.load(tmp_path / "b" / "last.safetensors")[0].state_dict()
     assert any(not torch.equal(full[k], interrupted[k]) for k in full)  # epochs 2-3 changed the weights
@@ -73,19 +74,19 @@ def test_resume_refuses_a_state_from_another_checkpoint(demo: Path, tmp_path: Pa
     index = open_split(demo / "train.json")
     for name in ("a", "b"):
         (tmp_path / name).mkdir()
-        train(tiny_config(epochs=1), index, None, tmp_path / name, CPU, progress=False)
+        train(tiny_config(epochs=1), index, None, tmp_path / name, CPU)
     last_a = tmp_path / "a" / "last.safetensors"
     state_path(last_a).write_bytes(state_path(tmp_path / "b" / "last.safetensors").read_bytes())
     cfg = checkpoint.read_metadata(last_a)[0]
     cfg.train.epochs = 2
     with pytest.raises(UserError, match="does not match"):
-        train(cfg, index, None, tmp_path / "a", CPU, progress=False, resume=last_a)
+        train(cfg, index, None, tmp_path / "a", CPU, resume=last_a)
 
 
 def test_finetune_loads_what_fits_and_reinitialises_other_classes(demo: Path, tmp_path: Path) -> None:
     index = open_split(demo / "train.json")
     (tmp_path / "run").mkdir()
-    result = train(tiny_config(epochs=1), index, None, tmp_path / "run", CPU, progress=False)
+    result = train(tiny_config(epochs=1), index, None, tmp_path / "run", CPU)
     source = checkpoint.load(result.last)[0].state_dict()
     cfg = tiny_config(epochs=1)
     model, report = finetune_model(result.last, cfg, ["cat", "dog"])

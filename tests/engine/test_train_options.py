@@ -56,7 +56,7 @@ def test_amp_and_ema_training_run(tmp_path: Path) -> None:
     cfg = tiny_config(epochs=2)
     cfg.train.amp, cfg.train.ema, cfg.train.batch_size = True, True, 1  # 8 steps: past the EMA warm-up
     result = train(cfg, open_split(root / "train.json"), open_split(root / "val.json"), tmp_path / "run",
-                   torch.device("cpu"), progress=False)
+                   torch.device("cpu"))
     assert result.final is not None
     saved = checkpoint.load(result.last)[0].state_dict()  # the EMA weights
     with safe_open(str(state_path(result.last)), framework="pt") as f:
@@ -80,7 +80,7 @@ def test_compiled_training_matches_eager(tmp_path: Path, monkeypatch) -> None:
         cfg.train.compile, cfg.train.batch_size, cfg.train.ema = compile, 2, compile  # EMA copies the compiled model
         cfg.train.optimizer = "sgd"  # Adam's normalised steps would magnify rounding in near-zero gradients
         result = train(cfg, open_split(root / "train.json"), open_split(root / "val.json"), tmp_path / f"run{compile}",
-                       torch.device("cpu"), progress=False)
+                       torch.device("cpu"))
         assert result.final is not None  # the compiled model's EMA copy evaluated too
         with safe_open(str(state_path(result.last)), framework="pt") as f:
             weights[compile] = {k: f.get_tensor(k) for k in f.keys() if k.startswith("model.")}
