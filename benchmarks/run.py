@@ -3,9 +3,11 @@
 Ours is the `torchvision` preset on timm's resnet50 loaded with torchvision's (random) weights through
 `compat.from_torchvision_state_dict`, so both compute the same detections. Both run end to end from a
 0-1 image tensor to detections (torchvision with min_size = max_size = S, so that it really runs at S).
-Prints a table of ratios (ours / torchvision) and writes `<out>/<device>.json` (cpu.json, cuda.json).
+Prints a table of ratios (ours / torchvision) and writes `<out>/<device>.json` (cpu.json, cuda.json). On the CPU it
+also runs `e2e.py` (JPEG files in, annotated files or trained weights out: predict_e2e, train_e2e, loader, JPEG readers;
+a few minutes more) unless --quick or --no-e2e.
 
-    python benchmarks/run.py [--quick] [--out benchmarks/results] [--repeats 5] [--threads N]
+    python benchmarks/run.py [--quick] [--no-e2e] [--out benchmarks/results] [--repeats 5] [--threads N]
 """
 
 from __future__ import annotations
@@ -39,7 +41,8 @@ from fcos_cli.pipeline import detections_for, loss_for  # noqa: E402
 
 NUM_CLASSES = 91  # torchvision's COCO slots
 TRAINABLE_BACKBONE_LAYERS = 3  # torchvision's default: stem and layer1 frozen, FrozenBatchNorm2d everywhere
-GOALS = {"infer_800": 0.85, "train_step": 0.85, "assign": 0.2, "train_peak_mem_mb": 1.0, "infer_800_default": 0.5}
+GOALS = {"infer_800": 0.85, "train_step": 0.85, "assign": 0.2, "train_peak_mem_mb": 1.0, "infer_800_default": 0.5,
+         "train_peak_mem_mb_ckpt": 0.6}
 POSTPROCESS_SHARE_GOAL = 0.05
 # Self time of convolution kernels: oneDNN forward, the non-oneDNN forwards, and backward (all gradients).
 CPU_CONV_OPS = ("aten::mkldnn_convolution", "aten::_slow_conv2d_forward", "aten::_nnpack_spatial_convolution",
@@ -207,9 +210,10 @@ def bench_inference(arch: str, sizes: dict[str, int], repeats: int, device: torc
 
 
 def train_step_fns(arch: str, size: int, batch: int, device: torch.device, boxes: int = 20, which: str = "both",
-                   amp: bool = False):
+                   amp: bool = False, grad_checkpoint: bool = False):
     """One-step closures (forward, loss, backward, SGD step) for ours and torchvision, same data and weights
-    (None for the model that `which` leaves out); `amp`: forward and loss under the same autocast."""
+    (None for the model that `which` leaves out); `amp`: forward and loss under the same autocast;
+    `grad_checkpoint`: ours recomputes backbone stages and head towers in backward (`fcos train --grad-checkpoint`)."""
     from assign import random_boxes
 
     tv, ours, cfg = build_pair(arch, train=True, which=which)
@@ -229,6 +233,7 @@ def train_step_fns(arch: str, size: int, batch: int, device: torch.device, boxes
         tv_opt = optimizer(tv)
     if ours is not None:
         ours = speed_up_training(ours.to(device))  # channels_last
+        ours.set_grad_checkpointing(grad_checkpoint)
         our_opt = optimizer(ours)
 
     def tv_step():
@@ -262,35 +267,42 @@ def conv_ms_per_step(step: Callable[[], None], steps: int = 2) -> tuple[float, f
     return conv / steps / 1e3, (total - conv) / steps / 1e3
 
 
-def peak_memory_mb(arch: str, which: str, size: int, batch: int, device: torch.device, steps: int) -> float:
-    """Peak memory of `steps` training steps of one model: CUDA max allocated, or the CPU process's max RSS
-    (each model in its own subprocess, so that neither sees the other's allocations)."""
+def peak_memory_mb(arch: str, which: str, size: int, batch: int, device: torch.device, steps: int
+                   ) -> tuple[float, float]:
+    """Peak memory of `steps` training steps of one model (`ours`, `ours-ckpt` with gradient checkpointing, or
+    `torchvision`) and the memory before them (model built): CUDA allocated, or the CPU process's RSS (each model in
+    its own subprocess, so that neither sees the other's allocations)."""
     if device.type == "cuda":
-        our_step, tv_step = train_step_fns(arch, size, batch, device, which=which)
+        our_step, tv_step = train_step_fns(arch, size, batch, device, which=which.removesuffix("-ckpt"),
+                                           grad_checkpoint=which == "ours-ckpt")
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device) / 2**20
         for _ in range(steps):
-            (our_step if which == "ours" else tv_step)()
-        return torch.cuda.max_memory_allocated(device) / 2**20
+            (our_step if which != "torchvision" else tv_step)()
+        return torch.cuda.max_memory_allocated(device) / 2**20, before
     cmd = [sys.executable, __file__, "--memory-child", which, "--arch", arch, "--memory-size", str(size), "--memory-batch",
            str(batch), "--memory-steps", str(steps), "--threads", str(torch.get_num_threads())]
     # glibc's mmap threshold adapts to the allocation history, which moved peak RSS by +-50 MB between identical
     # runs; a fixed one returns every large freed block at once, so RSS follows live memory (both children alike).
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": str(128 * 1024)}
     out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
-    return float(out.strip().splitlines()[-1])
+    peak, before = out.strip().splitlines()[-1].split()
+    return float(peak), float(before)
 
 
 def memory_child(arch: str, which: str, size: int, batch: int, steps: int) -> None:
-    """Prints the peak RSS of `steps` training steps: the high-water mark is reset after the models are built
-    (building ours also builds torchvision's model for its weights, which must not count)."""
-    our_step, tv_step = train_step_fns(arch, size, batch, torch.device("cpu"), which=which)
+    """Prints the peak RSS of `steps` training steps and the RSS before them: the high-water mark is reset after the
+    models are built (building ours also builds torchvision's model for its weights, which must not count)."""
+    our_step, tv_step = train_step_fns(arch, size, batch, torch.device("cpu"), which=which.removesuffix("-ckpt"),
+                                       grad_checkpoint=which == "ours-ckpt")
     gc.collect()
     if not reset_peak_rss():
         print("warning: peak RSS could not be reset; it includes building the models", file=sys.stderr)
+    before = rss_mb()
     for _ in range(steps):
-        (our_step if which == "ours" else tv_step)()
-    print(peak_rss_mb())
+        (our_step if which != "torchvision" else tv_step)()
+    print(peak_rss_mb(), before)
 
 
 def reset_peak_rss() -> bool:
@@ -303,6 +315,15 @@ def reset_peak_rss() -> bool:
         return True
     except OSError:
         return False
+
+
+def rss_mb() -> float:
+    """This process's resident memory now (Linux), else its peak."""
+    status = Path("/proc/self/status")
+    for line in status.read_text().splitlines() if status.exists() else []:
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024  # kB
+    return peak_rss_mb()
 
 
 def peak_rss_mb() -> float:
@@ -321,6 +342,7 @@ def run(device: torch.device, quick: bool, repeats: int) -> dict:
     arch = "resnet18" if quick else "resnet50"  # quick: the same comparison on a smaller ResNet, for tests
     infer_sizes = {"infer_512": 64, "infer_800": 96} if quick else {"infer_512": 512, "infer_800": 800}
     train_size, train_batch = (64, 2) if quick else (512, 2)
+    large_size = 128 if quick else 1024  # memory rows with checkpointing: batch 1
     assign_batch, assign_boxes, assign_size = (2, 10, 256) if quick else (8, 50, 800)
     results = bench_inference(arch, infer_sizes, repeats, device)
     log("inference and postprocess rows done")
@@ -339,6 +361,9 @@ def run(device: torch.device, quick: bool, repeats: int) -> dict:
     ms = median_ms(dict(zip(("ours", "tv"), train_step_fns(arch, train_size, train_batch, device, amp=True))),
                    repeats, device)
     results[amp_key] = row(ms["ours"], ms["tv"])  # forward and losses under autocast (ours: losses in float32)
+    ms = median_ms(dict(zip(("ours", "tv"), train_step_fns(arch, train_size, train_batch, device, grad_checkpoint=True))),
+                   repeats, device)
+    results["train_step_ckpt"] = row(ms["ours"], ms["tv"])  # what --grad-checkpoint costs in time
     log("train steps done")
 
     our_assign, tv_assign = make_assigners(assign_batch, assign_boxes, assign_size)
@@ -349,10 +374,18 @@ def run(device: torch.device, quick: bool, repeats: int) -> dict:
 
     log("assignment done")
     steps = 1 if quick else 2
-    ours_mb = peak_memory_mb(arch, "ours", train_size, train_batch, device, steps)
-    tv_mb = peak_memory_mb(arch, "torchvision", train_size, train_batch, device, steps)
+    ours_mb, _ = peak_memory_mb(arch, "ours", train_size, train_batch, device, steps)
+    tv_mb, _ = peak_memory_mb(arch, "torchvision", train_size, train_batch, device, steps)
     results["train_peak_mem_mb"] = {"ours": round(ours_mb, 1), "torchvision": round(tv_mb, 1),
                                     "ratio": round(ours_mb / tv_mb, 3)}
+    # One step on a large image, where activations dominate: ours plain and with --grad-checkpoint vs torchvision.
+    # `step_ratio` compares what the step adds to the built model (activations, gradients, optimizer state).
+    tv_mb, tv_before = peak_memory_mb(arch, "torchvision", large_size, 1, device, 1)
+    for key, which in (("train_peak_mem_mb_large", "ours"), ("train_peak_mem_mb_ckpt", "ours-ckpt")):
+        ours_mb, ours_before = peak_memory_mb(arch, which, large_size, 1, device, 1)
+        results[key] = {"ours": round(ours_mb, 1), "torchvision": round(tv_mb, 1), "ratio": round(ours_mb / tv_mb, 3),
+                        "step_ratio": round((ours_mb - ours_before) / max(tv_mb - tv_before, 1.0), 3), "size": large_size}
+    log("memory done")
     results["setup"] = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu", "backbone": arch,
         "threads": torch.get_num_threads(), "repeats": repeats, "quick": quick,
@@ -375,6 +408,7 @@ def print_table(results: dict, device: str) -> None:
              ("infer_800_unoptimized", "inference 800, fp32, ours without optimize_for_inference"),
              ("train_step", "train step, batch 2 at 512, fp32"),
              ("train_step_bf16", "train step, both bf16 autocast"), ("train_step_amp", "train step, both AMP"),
+             ("train_step_ckpt", "train step, fp32, ours --grad-checkpoint"),
              ("assign", "target assignment, 8 x 50 boxes at 800"),
              ("postprocess", "postprocess alone, score threshold 0")]
     try:
@@ -395,9 +429,14 @@ def print_table(results: dict, device: str) -> None:
             r = results[key]
             add(key, what, f"{r['ours_ms']:.1f} ms", f"{r['torchvision_ms']:.1f} ms", f"{r['ratio']:.3f}",
                 goal(key, r["ratio"]))
-    m = results["train_peak_mem_mb"]
-    add("train_peak_mem_mb", "peak memory of a train step", f"{m['ours']:.0f} MB", f"{m['torchvision']:.0f} MB",
-        f"{m['ratio']:.3f}", goal("train_peak_mem_mb", m["ratio"]))
+    size = f"{results['train_peak_mem_mb_large']['size']}², batch 1"
+    for key, what in (("train_peak_mem_mb", "peak memory of a train step"),
+                      ("train_peak_mem_mb_large", f"peak memory, one step at {size}"),
+                      ("train_peak_mem_mb_ckpt", f"peak memory at {size}, ours --grad-checkpoint")):
+        m = results[key]
+        step = f" (step alone {m['step_ratio']:.3f})" if "step_ratio" in m else ""
+        add(key, what, f"{m['ours']:.0f} MB", f"{m['torchvision']:.0f} MB", f"{m['ratio']:.3f}{step}",
+            goal(key, m["ratio"]))
     share = results["postprocess_share"]
     add("postprocess_share", "ours: postprocess / inference 800", f"{share:.1%}", "", "",
         f"< {POSTPROCESS_SHARE_GOAL:.0%} {'met' if share < POSTPROCESS_SHARE_GOAL else 'MISSED'}")
@@ -421,7 +460,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per row after one warm-up")
     parser.add_argument("--threads", type=int, default=None, help="default: torch's (all available cores)")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    parser.add_argument("--memory-child", choices=["ours", "torchvision"], help=argparse.SUPPRESS)
+    parser.add_argument("--e2e", action=argparse.BooleanOptionalAction, default=None,
+                        help="also run e2e.py on the CPU (default: yes, except with --quick)")
+    parser.add_argument("--memory-child", choices=["ours", "ours-ckpt", "torchvision"], help=argparse.SUPPRESS)
     parser.add_argument("--arch", default="resnet50", help=argparse.SUPPRESS)
     parser.add_argument("--memory-size", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--memory-batch", type=int, help=argparse.SUPPRESS)
@@ -442,6 +483,11 @@ def main() -> None:
     for device in devices:
         results = run(device, args.quick, repeats)
         print_table(results, device.type)
+        if device.type == "cpu" and (args.e2e if args.e2e is not None else not args.quick):
+            import e2e
+
+            results.update(e2e.run(args.quick, **e2e.defaults(args.quick)))
+            e2e.print_rows(results)
         path = args.out / f"{device.type}.json"
         path.write_text(json.dumps(results, indent=1) + "\n")
         print(f"wrote {path}")

@@ -91,11 +91,13 @@ def demo_data_cmd(
     console.print(f"wrote {num_train} + {num_val} images to {path} (train.json, val.json)")
 
 
-_RESUME_OPTIONS = {"resume", "device", "workers", "compile", "time"}  # how a run is carried on, not what it computes
+# How a run is carried on, not what it computes:
+_RESUME_OPTIONS = {"resume", "device", "workers", "compile", "grad_checkpoint", "time"}
 # Config fields that the data or the -w weights fill in, or that say how a run is carried on: `--resume auto`
 # does not compare them with the options.
 _NOT_COMPARED = {"model.num_classes", "model.pixel_mean", "model.pixel_std", "model.channel_order",
-                 "model.stride_in_1x1", "train.workers", "train.compile", "train.time_limit"}
+                 "model.stride_in_1x1", "train.workers", "train.compile", "train.grad_checkpoint",
+                 "train.time_limit"}
 DATA, MODEL, OPTIM, OUTPUT, HARDWARE = "Data", "Model", "Optimisation", "Output", "Hardware"
 
 
@@ -129,6 +131,7 @@ TRAIN_FLAGS = {
     "batch_size": "train.batch_size", "lr": "train.lr", "optimizer": "train.optimizer",
     "warmup_steps": "train.warmup_steps", "schedule": "train.schedule", "grad_clip": "train.grad_clip",
     "eval_interval": "train.eval_interval", "amp": "train.amp", "ema": "train.ema", "compile": "train.compile",
+    "grad_checkpoint": "train.grad_checkpoint",
     "seed": "train.seed", "workers": "train.workers",
 }
 
@@ -227,6 +230,10 @@ def train_cmd(
                                         "--amp/--no-amp", "--half/--no-half")] = None,
     compile: Annotated[Optional[bool], _opt("train.compile", "torch.compile the model (the first steps are slow).",
                                             HARDWARE, "--compile", flag=True)] = None,
+    grad_checkpoint: Annotated[Optional[bool], _opt("train.grad_checkpoint", "Recompute activations in backward "
+                                                    "(backbone stages where timm can, head towers): less memory for "
+                                                    "large images, slower steps.", HARDWARE, "--grad-checkpoint",
+                                                    flag=True)] = None,
     workers: Annotated[Optional[int], _opt("train.workers", "Data-loading processes (0: the main process).", HARDWARE,
                                            callback=valid_if(lambda v: v >= 0, "0 or more"))] = None,
 ) -> None:
@@ -242,8 +249,9 @@ def train_cmd(
                                      param_hint="--resume")
         ignored = [flag for option, flag in given.items() if option not in _RESUME_OPTIONS]
         if ignored:
-            raise typer.BadParameter(f"a resumed run keeps its own config; drop {', '.join(ignored)} (only "
-                                     f"--device, --workers, --compile and --time may change)", param_hint="--resume")
+            raise typer.BadParameter(f"a resumed run keeps its own config; drop {', '.join(ignored)} (only --device, "
+                                     f"--workers, --compile, --grad-checkpoint and --time may change)",
+                                     param_hint="--resume")
     if weights and not resume and (pretrained or pretrained_file):
         raise typer.BadParameter("the detector's weights replace the backbone's; drop --pretrained and "
                                  "--pretrained-file", param_hint="--weights")
@@ -309,6 +317,11 @@ def _train(cfg, weights: Path | None, resume: Path | None, device: str, project:
         report = model.backbone.load_report
         for line in [*(report.lines() if report else []), *(f"frozen: {f}" for f in model.backbone.frozen)]:
             console.print(line, highlight=False)
+        if cfg.train.grad_checkpoint:
+            whole = model.set_grad_checkpointing(True)
+            console.print("gradient checkpointing: " + ("backbone stages and head towers" if whole else
+                          f"head towers only (timm's {cfg.model.backbone.name} has no gradient checkpointing)"),
+                          highlight=False)
     run_dir = resume.parent if resume else ranks.share(run_dir_for(project, name, exist_ok) if ranks.is_main else None)
     console.print(f"training on {len(train_index.records)} images ({', '.join(train_index.class_names)}), "
                   f"validating on {len(val_index.records) if val_index else 0}, device {dev}, run {run_dir}")

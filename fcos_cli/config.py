@@ -141,6 +141,7 @@ class TrainConfig:
     amp: bool = False  # bf16 autocast on CPU, fp16 with GradScaler on CUDA
     ema: bool = False
     compile: bool = False  # torch.compile the model (the first steps compile: seconds to minutes)
+    grad_checkpoint: bool = False  # recompute backbone stages and head towers in backward: less memory, ~30% slower
     eval_interval: int = 1  # validate every N epochs (and after the last)
     max_nonfinite_steps: int = 20  # stop after this many non-finite losses/gradients in a row
     seed: int = 0

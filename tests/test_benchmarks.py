@@ -1,4 +1,5 @@
-"""`benchmarks/run.py --quick` runs end to end and writes every row; timings are never asserted."""
+"""`benchmarks/run.py`, `e2e.py` and `accuracy.py` in their --quick form run end to end and write every row; timings are
+never asserted."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ import sys
 from pathlib import Path
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "run.py"
-ROWS = ["infer_512", "infer_800", "infer_800_bf16", "infer_800_default", "train_step", "train_step_bf16", "assign",
-        "postprocess"]
+E2E = SCRIPT.with_name("e2e.py")
+ROWS = ["infer_512", "infer_800", "infer_800_bf16", "infer_800_default", "train_step", "train_step_bf16",
+        "train_step_ckpt", "assign", "postprocess"]
 
 
 def test_quick_run_writes_all_keys(tmp_path: Path) -> None:
@@ -21,13 +23,35 @@ def test_quick_run_writes_all_keys(tmp_path: Path) -> None:
         row = results[key]
         assert row["ours_ms"] > 0 and row["torchvision_ms"] > 0
         assert abs(row["ratio"] - row["ours_ms"] / row["torchvision_ms"]) < 0.05 * row["ratio"]
-    memory = results["train_peak_mem_mb"]
-    assert memory["ours"] > 0 and memory["torchvision"] > 0 and memory["ratio"] > 0
+    for key in ("train_peak_mem_mb", "train_peak_mem_mb_large", "train_peak_mem_mb_ckpt"):
+        memory = results[key]
+        assert memory["ours"] > 0 and memory["torchvision"] > 0 and memory["ratio"] > 0, key
+    assert "predict_e2e" not in results  # --quick leaves e2e.py to its own test
     assert 0 < results["postprocess_share"] < 1
     profile = results["train_step_profile"]
     assert 0 < profile["ours_conv_ms"] and 0 < profile["torchvision_conv_ms"] and 0 < profile["conv_floor_ratio"]
     assert results["max_score_difference"] < 1e-3  # same weights, same input: the same detections
     assert "ratio" in done.stdout and "infer_800_default" in done.stdout
+
+
+def test_e2e_quick_writes_its_rows_next_to_the_others(tmp_path: Path) -> None:
+    (tmp_path / "cpu.json").write_text(json.dumps({"infer_800": {"ratio": 0.75}}))  # rows of run.py stay
+    done = subprocess.run([sys.executable, str(E2E), "--quick", "--out", str(tmp_path)], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads((tmp_path / "cpu.json").read_text())
+    assert results["infer_800"] == {"ratio": 0.75}
+    predict = results["predict_e2e"]
+    assert predict["ours_images_per_s"] > 0 and predict["torchvision_images_per_s"] > 0 and predict["ratio"] > 0
+    # The raised class bias gives detections to draw, and both sides draw about as many (the same weights).
+    assert predict["detections_per_image"]["ours"] > 10 and predict["detections_per_image"]["torchvision"] > 10
+    for key in ("train_e2e", "train_e2e_amp"):
+        assert results[key]["ours_images_per_s"] > 0 and results[key]["torchvision_images_per_s"] > 0
+    for row in results["loader"].values():
+        assert {"workers_0", "workers_1", "model_step"} <= row.keys() and all(v > 0 for v in row.values())
+    for row in results["jpeg_readers"].values():
+        assert row["fastest"] in ("pil", "fcos_cli_read_image", "torchvision_decode_jpeg", "opencv_imdecode")
+    assert "predict_e2e" in done.stdout and "jpeg_readers" in done.stdout
 
 
 ACCURACY = Path(__file__).resolve().parents[1] / "benchmarks" / "accuracy.py"

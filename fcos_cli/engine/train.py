@@ -246,6 +246,8 @@ def prepare(cfg: FCOSConfig, train_index: DatasetIndex, run_dir: Path, device: t
     if model is None:
         model = build_model(cfg.model, load_pretrained=resume is None)  # a resumed run loads its own weights
     model = speed_up_training(model.to(device))  # channels_last: same names and results
+    if tc.grad_checkpoint:  # the CLI says whether the backbone supports it (set_grad_checkpointing's answer)
+        model.set_grad_checkpointing(True)
     net = torch.nn.parallel.DistributedDataParallel(model) if ranks.enabled else model
     if tc.compile:
         net.compile()  # the DDP wrapper, so that dynamo splits the graph at gradient buckets and all-reduce overlaps

@@ -269,6 +269,18 @@ class Backbone(nn.Module):
         labels = ", ".join(label for label, _ in groups[: num_stages + 1])
         return f"{labels}: {len(params)} tensors, {sum(p.numel() for p in params) / 1e6:.2f} M parameters frozen"
 
+    def set_grad_checkpointing(self, enable: bool = True) -> bool:
+        """timm's activation checkpointing of the body's stages (FeatureListNet, EfficientNetFeatures) or blocks
+        (ViT through FeatureGetterNet); False where the model has none."""
+        for owner in (self.body, getattr(self.body, "model", None)):
+            if owner is not None and hasattr(owner, "set_grad_checkpointing"):
+                try:
+                    owner.set_grad_checkpointing(enable)
+                except (AssertionError, NotImplementedError):  # timm's way of saying "not for this model"
+                    return False
+                return True
+        return False
+
     def forward(self, images: Tensor) -> list[Tensor]:
         features = self.body(images)
         features = [features[i] for i in self.indices]

@@ -45,6 +45,12 @@ class FCOS(nn.Module):
         x = F.pad(x, (0, (d - w % d) % d, 0, (d - h % d) % d))
         return self.head(self.fpn(self.backbone(x)))
 
+    def set_grad_checkpointing(self, enable: bool = True) -> bool:
+        """Recompute activations in backward instead of keeping them: the backbone's stages where timm supports
+        it and the head towers. Returns whether the backbone supports it (the head always does)."""
+        self.head.grad_checkpointing = enable
+        return self.backbone.set_grad_checkpointing(enable)
+
 
 def build_model(cfg: ModelConfig, load_pretrained: bool = True, backbone_trained: bool | None = None) -> FCOS:
     """Build an FCOS from the model part of the config (random head; backbone per its config).

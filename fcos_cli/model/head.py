@@ -7,6 +7,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from ..head_outputs import HeadOutputs
 
@@ -58,6 +59,7 @@ class FCOSHead(nn.Module):
         self.scales = nn.ModuleList(Scale() for _ in range(num_levels)) if learnable_scale else None
         self.box_activation = box_activation
         self.centerness_on_reg = centerness_on_reg
+        self.grad_checkpointing = False  # FCOS.set_grad_checkpointing
         for module in self.modules():
             if isinstance(module, nn.Conv2d):
                 nn.init.normal_(module.weight, std=0.01)
@@ -68,7 +70,12 @@ class FCOSHead(nn.Module):
     def forward(self, features: list[Tensor]) -> HeadOutputs:
         cls_logits, box_regression, centerness = [], [], []
         for level, x in enumerate(features):
-            cls_feature, box_feature = self.cls_tower(x), self.box_tower(x)
+            if self.grad_checkpointing and torch.is_grad_enabled():
+                # Keep only the towers' input; backward recomputes their activations (--grad-checkpoint).
+                cls_feature = checkpoint(self.cls_tower, x, use_reentrant=False)
+                box_feature = checkpoint(self.box_tower, x, use_reentrant=False)
+            else:
+                cls_feature, box_feature = self.cls_tower(x), self.box_tower(x)
             # float32 before the activation: exp/relu of bf16 would round distances to whole pixels.
             box = self.box_regression(box_feature).float()
             if self.scales is not None:
