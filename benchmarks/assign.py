@@ -55,7 +55,7 @@ def make_assigners(batch: int = 8, num_boxes: int = 50, size: int = 800, seed: i
     image_list = ImageList(torch.zeros(batch, 3, padded, padded), [(size, size)] * batch)
     anchors = tv.anchor_generator(image_list, features)
     num_per_level = [h * w for h, w in sizes]
-    targets = [{"boxes": b, "labels": lb} for b, lb in zip(gt_boxes, gt_labels)]
+    targets = [{"boxes": b, "labels": lb} for b, lb in zip(gt_boxes, gt_labels, strict=True)]
     tv.head.compute_loss = lambda targets, head_outputs, anchors, matched_idxs: matched_idxs
 
     def torchvision_assign() -> torch.Tensor:

@@ -187,7 +187,7 @@ def tv_predict_child(images: Path, weights: Path, out: Path, size: tuple[int, in
             image = to_tensor(Image.open(path).convert("RGB"))
             det = model([image])[0]
             keep = det["scores"] >= CONF
-            labels = [f"{names[k]} {s:.2f}" for k, s in zip(det["labels"][keep].tolist(), det["scores"][keep].tolist())]
+            labels = [f"{names[k]} {s:.2f}" for k, s in zip(det["labels"][keep].tolist(), det["scores"][keep].tolist(), strict=True)]
             picture = draw_bounding_boxes((image * 255).to(torch.uint8), det["boxes"][keep], labels, width=2)
             to_pil_image(picture).save(out / path.name)
             drawn += len(labels)
@@ -221,7 +221,7 @@ class CocoFiles(torch.utils.data.Dataset):
 
 
 def _as_lists(batch):
-    return tuple(zip(*batch))
+    return tuple(zip(*batch, strict=True))
 
 
 def tv_train_child(annotations: Path, arch: str, size: int, epochs: int, batch: int, workers: int, out: Path) -> None:
@@ -412,7 +412,7 @@ def bench_readers(sets: dict[str, list[Path]], repeats: int) -> dict:
 def defaults(quick: bool) -> dict[str, int]:
     """The counts of a run: photos, training images, batch, epochs, loader workers of both training loops."""
     values = (2, 4, 2, 1, 0) if quick else (24, 16, 4, 2, 2)
-    return dict(zip(("photos", "train_images", "batch", "epochs", "workers"), values))
+    return dict(zip(("photos", "train_images", "batch", "epochs", "workers"), values, strict=True))
 
 
 def run(quick: bool, photos: int, train_images: int, batch: int, epochs: int, workers: int) -> dict:

@@ -166,10 +166,10 @@ def bench_inference(arch: str, sizes: dict[str, int], repeats: int, device: torc
         set_size(tv, size)
         x = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(size)).to(device)
         for suffix, amp in amp_runs if key == "infer_800" else amp_runs[:1]:
-            fns = {"tv": lambda: tv_detect(x, amp), "ours": lambda: our_detect(fast, x, amp)}
+            fns = {"tv": lambda x=x, amp=amp: tv_detect(x, amp), "ours": lambda x=x, amp=amp: our_detect(fast, x, amp)}
             if key == "infer_800" and not amp:
-                fns["default"] = lambda: our_detect(fast, x, amp_default)
-                fns["unoptimized"] = lambda: our_detect(ours, x, False)
+                fns["default"] = lambda x=x: our_detect(fast, x, amp_default)
+                fns["unoptimized"] = lambda x=x: our_detect(ours, x, False)
             ms = median_ms(fns, repeats, device)
             results[key + suffix] = row(ms["ours"], ms["tv"])
             if "default" in ms:
@@ -221,7 +221,7 @@ def train_step_fns(arch: str, size: int, batch: int, device: torch.device, boxes
     images = torch.rand(batch, 3, size, size, generator=g).to(device)
     gt_boxes = [random_boxes(boxes, size, g).to(device) for _ in range(batch)]
     gt_labels = [torch.randint(1, NUM_CLASSES, (boxes,), generator=g).to(device) for _ in range(batch)]
-    targets = [{"boxes": b, "labels": lb} for b, lb in zip(gt_boxes, gt_labels)]
+    targets = [{"boxes": b, "labels": lb} for b, lb in zip(gt_boxes, gt_labels, strict=True)]
 
     def optimizer(model: torch.nn.Module) -> torch.optim.Optimizer:
         params = [p for p in model.parameters() if p.requires_grad]
@@ -358,10 +358,10 @@ def run(device: torch.device, quick: bool, repeats: int) -> dict:
             # our step without anything but its convolutions (profiler overhead cancels in the share)
             "conv_floor_ratio": round(ours_conv / (ours_conv + ours_other) * ms["ours"] / ms["tv"], 3)}
     amp_key = "train_step_bf16" if device.type == "cpu" else "train_step_amp"
-    ms = median_ms(dict(zip(("ours", "tv"), train_step_fns(arch, train_size, train_batch, device, amp=True))),
+    ms = median_ms(dict(zip(("ours", "tv"), train_step_fns(arch, train_size, train_batch, device, amp=True), strict=True)),
                    repeats, device)
     results[amp_key] = row(ms["ours"], ms["tv"])  # forward and losses under autocast (ours: losses in float32)
-    ms = median_ms(dict(zip(("ours", "tv"), train_step_fns(arch, train_size, train_batch, device, grad_checkpoint=True))),
+    ms = median_ms(dict(zip(("ours", "tv"), train_step_fns(arch, train_size, train_batch, device, grad_checkpoint=True), strict=True)),
                    repeats, device)
     results["train_step_ckpt"] = row(ms["ours"], ms["tv"])  # what --grad-checkpoint costs in time
     log("train steps done")

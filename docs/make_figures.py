@@ -88,7 +88,7 @@ def points_grid(out: Path, size: int = 256) -> Path:
     theirs = points_for_image(size, size, STRIDES, preset("torchvision").targets)
     fig, axes = plt.subplots(1, 5, figsize=(12.5, 2.9))
     start = 0
-    for ax, count, (h, w), stride in zip(axes, ours.num_per_level, ours.sizes, STRIDES):
+    for ax, count, (h, w), stride in zip(axes, ours.num_per_level, ours.sizes, STRIDES, strict=True):
         xy, tv = ours.xy[start:start + count], theirs.xy[start:start + count]
         start += count
         for k in range(0, max(h, w) * stride + 1, stride):
@@ -122,7 +122,7 @@ def rejected_points(run: Path, out: Path, image_size: int) -> Path:
     rejected = [r for r in read_csv(run / "rejected.csv") if r["image"].startswith(DEMO_IMAGE)]
     levels = [3, 4, 5, 6]
     fig, axes = plt.subplots(1, len(levels), figsize=(3.4 * len(levels), 3.2))
-    for ax, level in zip(axes, levels):
+    for ax, level in zip(axes, levels, strict=True):
         ax.imshow(image.permute(1, 2, 0).numpy(), alpha=0.45)
         for box in target["boxes"].tolist():
             ax.add_patch(plt.Rectangle(box[:2], box[2] - box[0], box[3] - box[1], fill=False, ec="0.2", lw=0.8))
@@ -260,7 +260,7 @@ def background(out: Path) -> Path:
     one_hot = torch.nn.functional.one_hot(labels, len(classes) + 1).float()  # (P, K + 1)
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.4), gridspec_kw={"width_ratios": [1.2, 1]})
     left.add_patch(plt.Rectangle((0, 0), 192, 128, fill=False, ec="black"))
-    for box, name, colour in zip(boxes.tolist(), classes, ("tab:blue", "tab:orange", "tab:green")):
+    for box, name, colour in zip(boxes.tolist(), classes, ("tab:blue", "tab:orange", "tab:green"), strict=True):
         left.add_patch(plt.Rectangle(box[:2], box[2] - box[0], box[3] - box[1], fill=False, ec=colour, lw=2))
         left.text(box[0] + 2, box[1] + 10, name, color=colour, fontsize=8)
     for i, (x, y) in enumerate(points.xy.tolist()):

@@ -33,7 +33,7 @@ def main() -> None:
     strides = [2**level for level in cfg.model.fpn.levels]  # P3..P7: 8..128
     points = points_for_image(args.img_size, args.img_size, strides, cfg.targets)
     print(f"{args.preset}: {len(points.xy)} points on {len(strides)} levels "
-          f"({', '.join(f'P{lvl} {h}x{w}' for lvl, (h, w) in zip(cfg.model.fpn.levels, points.sizes))}); "
+          f"({', '.join(f'P{lvl} {h}x{w}' for lvl, (h, w) in zip(cfg.model.fpn.levels, points.sizes, strict=True))}); "
           f"size ranges {list(cfg.targets.size_ranges)}, center sampling radius {cfg.targets.center_sampling_radius}")
 
     boxes = torch.tensor([[float(v) for v in b.split(",")] for b in (args.box or DEFAULT_BOXES)])

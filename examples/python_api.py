@@ -32,9 +32,9 @@ def main() -> None:
     print(f"PIL and tensor input agree: {torch.allclose(from_tensor['boxes'], detections[0]['boxes'], atol=0.5)}")
 
     args.out.mkdir(parents=True, exist_ok=True)
-    for path, image, det in zip(args.images, pil_images, detections):
+    for path, image, det in zip(args.images, pil_images, detections, strict=True):
         keep = det["scores"] >= args.conf
-        labels = [f"{class_names[k]} {s:.2f}" for k, s in zip(det["labels"][keep].tolist(), det["scores"][keep].tolist())]
+        labels = [f"{class_names[k]} {s:.2f}" for k, s in zip(det["labels"][keep].tolist(), det["scores"][keep].tolist(), strict=True)]
         drawn = draw_bounding_boxes(pil_to_tensor(image), det["boxes"][keep], labels, width=2)
         to_pil_image(drawn).save(args.out / f"{path.stem}.png")
         print(f"{path.name}: {int(keep.sum())} detections -> {args.out / (path.stem + '.png')}")

@@ -33,7 +33,7 @@ def make_image(size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.
     boxes = torch.tensor([[30, 40, 190, 200], [210, 30, 240, 290], [250, 250, 274, 274], [60, 230, 76, 246]]) * s
     labels = torch.tensor([0, 1, 2, 2])
     colours = torch.tensor([[0.9, 0.2, 0.2], [0.2, 0.8, 0.3], [0.2, 0.3, 0.9]])
-    for (x0, y0, x1, y1), label in zip(boxes.round().long().tolist(), labels.tolist()):
+    for (x0, y0, x1, y1), label in zip(boxes.round().long().tolist(), labels.tolist(), strict=True):
         image[:, y0:y1, x0:x1] = colours[label][:, None, None]
     return image, boxes.float(), labels
 
@@ -69,7 +69,7 @@ def main() -> None:
     assigned = targets_for(points, gt_boxes, gt_labels, cfg)
     table = Table("level", "stride", "points", "positives", "boxes assigned", title="Target assignment")
     start = 0
-    for level, (count, stride) in enumerate(zip(points.num_per_level, model.strides)):
+    for level, (count, stride) in enumerate(zip(points.num_per_level, model.strides, strict=True)):
         matched = assigned.matched[0, start:start + count]
         owners = sorted(set(matched[matched >= 0].tolist()))
         table.add_row(f"P{cfg.model.fpn.levels[level]}", str(stride), str(count), str(int((matched >= 0).sum())),
@@ -101,11 +101,11 @@ def main() -> None:
         detections = detections_for(model(images), model.strides, [tuple(image.shape[-2:])], cfg)[0]
     table = Table("class", "score", "box (x0, y0, x1, y1)", title=f"Detections (weights reloaded from {weights})")
     shown = detections["scores"] >= args.conf
-    for box, score, label in zip(detections["boxes"][shown], detections["scores"][shown], detections["labels"][shown]):
+    for box, score, label in zip(detections["boxes"][shown], detections["scores"][shown], detections["labels"][shown], strict=True):
         table.add_row(names[label], f"{score:.2f}", ", ".join(f"{v:.0f}" for v in box.tolist()))
     console.print(table)
     console.print("ground truth: " + "; ".join(
-        f"{CLASSES[lb]} ({', '.join(f'{v:.0f}' for v in b.tolist())})" for b, lb in zip(boxes, labels)))
+        f"{CLASSES[lb]} ({', '.join(f'{v:.0f}' for v in b.tolist())})" for b, lb in zip(boxes, labels, strict=True)))
 
 
 if __name__ == "__main__":

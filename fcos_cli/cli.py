@@ -10,15 +10,38 @@ from typing import Annotated, Literal, Optional
 
 import typer
 
-from .version import __version__
-from .cli_options import (OneLineErrors, console, default_weights, describe_size, device_option, err_console,
-                          check_run_name, class_list_option, fail, given_options, numbers_option, output_file,
-                          parse_class_list, parse_duration, parse_size_pair, parse_size_ranges,
-                          positive, print_metrics, report_data,
-                          resolve_weights, run_dir_for, set_input_size, state, train_progress, valid_if, warn,
-                          weights_option)
+from .cli_options import (
+    OneLineErrors,
+    check_run_name,
+    class_list_option,
+    console,
+    default_weights,
+    describe_size,
+    device_option,
+    err_console,
+    fail,
+    given_options,
+    numbers_option,
+    output_file,
+    parse_class_list,
+    parse_duration,
+    parse_size_pair,
+    parse_size_ranges,
+    positive,
+    print_metrics,
+    report_data,
+    resolve_weights,
+    run_dir_for,
+    set_input_size,
+    state,
+    train_progress,
+    valid_if,
+    warn,
+    weights_option,
+)
 from .config import SIZES, Preset, TrainConfig, set_value
 from .data import DATA_HELP
+from .version import __version__
 from .zoo import is_detector_name
 
 _CHOICES = typing.get_type_hints(TrainConfig)
@@ -62,7 +85,8 @@ def config_cmd(
 ) -> None:
     """Print a full config as JSON: a starting file for `fcos train --config` (null fields follow their rule), or
     the config a weights file records."""
-    from .config import apply_size, preset as make_preset, to_dict
+    from .config import apply_size, to_dict
+    from .config import preset as make_preset
 
     if weights:
         from .checkpoint import read_info
@@ -278,11 +302,11 @@ def train_cmd(
 def _train(cfg, weights: Path | None, resume: Path | None, device: str, project: str, name: str,
            exist_ok: bool) -> None:
     """Open the data, build the model (before any run folder: a failed download leaves nothing), train, report."""
+    from .data import open_data
     from .engine.common import resolve_device
     from .engine.distributed import close_distributed, init_distributed
     from .engine.stop import TIME_LIMIT, TrainingInterrupted
     from .engine.train import finetune_model, train
-    from .data import open_data
     from .model.catalog import check_backbone_name
 
     check_backbone_name(cfg.model.backbone.name)  # before any data is read
@@ -566,11 +590,11 @@ def predict_cmd(
     """Detect objects in images and videos: annotated copies, predictions.json (COCO results, original pixels) for
     images and PATH.jsonl (a line per frame) for videos; YOLO labels and crops on request. Outputs keep each file's
     path under SOURCE."""
+    from functools import partial
+
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
     from rich.table import Table
     from rich.text import Text
-
-    from functools import partial
 
     from . import checkpoint
     from .data.sources import collect_inputs, is_video
@@ -813,7 +837,8 @@ def export_cmd(
         checkpoint.save(out, model.half() if half else model, info)
         console.print(f"wrote {out}")
         return
-    from .export import check_images as find_check_images, check_onnx, export_onnx
+    from .export import check_images as find_check_images
+    from .export import check_onnx, export_onnx
 
     out = output_file(output) if output else beside.with_suffix(".onnx")
     images, source = find_check_images(cfg, check_images)  # before writing: a wrong folder leaves no file

@@ -12,6 +12,7 @@ import re
 import signal
 import threading
 from collections.abc import Iterator
+from itertools import pairwise
 from pathlib import Path
 
 import typer
@@ -20,6 +21,7 @@ from typer.core import TyperGroup, TyperOption
 
 from .errors import UserError, one_line
 from .zoo import check_detector_name, is_detector_name, resolve_weights  # noqa: F401 - resolve_weights for cli.py
+
 
 def _no_flag_type(display_type_rich):
     """Typer shows `<bool>` after plain flags (`--help <bool>`), which invites `--compile=false`: show nothing."""
@@ -152,7 +154,7 @@ def numbers_option(increasing: bool = False):
             values = [v.strip() for v in value.split(",")]
             if not all(v.isdigit() and int(v) > 0 for v in values):
                 raise typer.BadParameter(f"expected comma-separated positive whole numbers, got {value!r}")
-            if increasing and any(int(b) <= int(a) for a, b in zip(values, values[1:])):
+            if increasing and any(int(b) <= int(a) for a, b in pairwise(values)):
                 raise typer.BadParameter(f"boundaries must increase, got {value!r}")
         return value
     return check
@@ -216,7 +218,7 @@ def parse_duration(text: str, flag: str) -> float:
         if not text.strip() or parts is None:
             raise typer.BadParameter(f"expected a duration like 2h, 90m, 45s, 1h30m or minutes (90), got {text!r}",
                                      param_hint=flag) from None
-        seconds = sum(float(v or 0) * unit for v, unit in zip(parts.groups(), (3600, 60, 1)))
+        seconds = sum(float(v or 0) * unit for v, unit in zip(parts.groups(), (3600, 60, 1), strict=True))
     if not 0 < seconds < float("inf"):
         raise typer.BadParameter(f"must be a positive duration, got {text!r}", param_hint=flag)
     return seconds
@@ -228,7 +230,7 @@ def parse_size_ranges(text: str, num_levels: int) -> tuple[float, ...]:
     if len(values) != num_levels - 1:
         raise typer.BadParameter(f"expected {num_levels - 1} boundaries for {num_levels} levels "
                                  f"(e.g. 64,128,256,512), got {text!r}", param_hint="--size-ranges")
-    if any(b <= a for a, b in zip(values, values[1:])):
+    if any(b <= a for a, b in pairwise(values)):
         raise typer.BadParameter(f"boundaries must increase, got {text!r}", param_hint="--size-ranges")
     return tuple(float(v) for v in values)
 
@@ -370,7 +372,7 @@ def print_metrics(result) -> None:
         if len(names) <= 10:  # larger matrices are read in confusion_matrix.png / metrics.json
             matrix = Table("true / predicted", *names, "background",
                            title=f"Confusion matrix (IoU 0.5, confidence >= {conf_text(diag.confusion_conf)})")
-            for name, row in zip([*names, "background"], diag.confusion.tolist()):
+            for name, row in zip([*names, "background"], diag.confusion.tolist(), strict=True):
                 matrix.add_row(name, *map(str, row))
             console.print(matrix)
         if diag.best_f1 > 0:

@@ -8,8 +8,9 @@ import difflib
 import math
 import types
 import typing
-from dataclasses import asdict, dataclass, field
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from itertools import pairwise
 from pathlib import Path
 from typing import Any, Literal
 
@@ -214,7 +215,7 @@ def apply_size(cfg: FCOSConfig, size: str) -> FCOSConfig:
     """Set the fields of size profile `size` (n, s, m, l) on `cfg`."""
     if size not in SIZES:
         raise UserError(f"unknown size {size!r} (choose from {', '.join(SIZES)})")
-    for key, value in zip(SIZE_FIELDS, SIZES[size]):
+    for key, value in zip(SIZE_FIELDS, SIZES[size], strict=True):
         set_value(cfg, key, value)
     return cfg
 
@@ -230,7 +231,7 @@ def level_size_ranges(cfg: FCOSConfig) -> tuple[float, ...]:
     num_levels = len(cfg.model.fpn.levels)
     if cfg.targets.size_ranges is not None:
         ranges = tuple(cfg.targets.size_ranges)
-        if len(ranges) != num_levels - 1 or any(b <= a for a, b in zip(ranges, ranges[1:])):
+        if len(ranges) != num_levels - 1 or any(b <= a for a, b in pairwise(ranges)):
             raise UserError(f"targets.size_ranges {list(ranges)}: expected {num_levels - 1} increasing boundaries for "
                             f"{num_levels} levels, e.g. 64,128,256,512")
         return ranges
@@ -293,7 +294,7 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
         items = args[:1] * len(value) if len(args) == 2 and args[1] is Ellipsis else args
         if len(items) != len(value):
             raise UserError(f"config {where}: expected {len(items)} values, got {len(value)}")
-        return tuple(_convert(t, v, f"{where}[{i}]") for i, (t, v) in enumerate(zip(items, value)))
+        return tuple(_convert(t, v, f"{where}[{i}]") for i, (t, v) in enumerate(zip(items, value, strict=True)))
     if tp is float and isinstance(value, str):  # YAML 1.1 reads 1e-3 as a string
         try:
             value = float(value)

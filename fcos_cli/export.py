@@ -53,7 +53,7 @@ class ExportedDetector(nn.Module):
         raw = flatten_levels(outputs)
         sizes = [m.shape[-2:] for m in outputs.cls_logits]  # traced: the graph takes any input size
         xy = [level_points(h, w, sx, sy, targets.point_offset)
-              for (h, w), (sx, sy) in zip(sizes, level_spacings(sizes, strides, targets.point_spacing))]
+              for (h, w), (sx, sy) in zip(sizes, level_spacings(sizes, strides, targets.point_spacing), strict=True)]
         size = torch._shape_as_tensor(images)[2:].flip(0).to(torch.float32)  # (W, H), dynamic in the ONNX graph
         scores, boxes, labels = (t[0] for t in top_candidates(
             *raw, xy, strides, size.repeat(2), norm_reg_targets=self.cfg.model.head.norm_reg_targets,
@@ -214,7 +214,7 @@ def check_onnx(path: Path, model: FCOS, cfg: FCOSConfig, images: list[np.ndarray
         with torch.no_grad():
             outputs = model(image)
             ref = detections_for(outputs, model.strides, [tuple(image.shape[-2:])], cfg)[0]
-        for ours, theirs in zip(raw, flatten_levels(outputs)):
+        for ours, theirs in zip(raw, flatten_levels(outputs), strict=True):
             check.raw = max(check.raw, float(((ours - theirs).abs() / (1 + theirs.abs())).max()))
         check.num_detections += int((ref["scores"] >= conf).sum())
         for a, b in (((boxes, scores, labels), (ref["boxes"], ref["scores"], ref["labels"])),

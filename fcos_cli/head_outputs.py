@@ -43,6 +43,6 @@ def unflatten_levels(cls_logits: Tensor, box_regression: Tensor, centerness: Ten
 
     def split(flat: Tensor) -> list[Tensor]:
         parts = flat.split(counts, dim=1)
-        return [p.permute(0, 2, 1).reshape(p.shape[0], -1, h, w) for p, (h, w) in zip(parts, sizes)]  # (B, C, H, W)
+        return [p.permute(0, 2, 1).reshape(p.shape[0], -1, h, w) for p, (h, w) in zip(parts, sizes, strict=True)]  # (B, C, H, W)
 
     return HeadOutputs(split(cls_logits), split(box_regression), split(centerness[..., None]))

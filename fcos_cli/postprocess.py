@@ -49,7 +49,7 @@ def top_candidates(cls_logits: Tensor, box_regression: Tensor, centerness: Tenso
 
     top_scores, top_boxes, top_labels = [], [], []
     start = 0
-    for xy, stride in zip(xy_per_level, strides):
+    for xy, stride in zip(xy_per_level, strides, strict=True):
         count = xy.shape[0]
         level = scores[:, start:start + count].flatten(1)  # (B, count * K)
         # _topk_min: min(k, count * K), traced as a graph value so that small ONNX inputs work too.

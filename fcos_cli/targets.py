@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Sequence
+from itertools import pairwise
 from typing import NamedTuple
 
 import torch
@@ -94,7 +95,7 @@ def make_points(sizes: tuple[tuple[int, int], ...], strides: tuple[int, ...], of
             which differs from the stride at P6/P7 unless the padded sides are multiples of 128).
     """
     xy, point_strides, spacings = [], [], []
-    for (h, w), s, (sx, sy) in zip(sizes, strides, level_spacings(sizes, strides, spacing)):
+    for (h, w), s, (sx, sy) in zip(sizes, strides, level_spacings(sizes, strides, spacing), strict=True):
         xy.append(level_points(h, w, sx, sy, offset, device))
         point_strides.append(torch.full((h * w,), float(s), device=device))
         spacings.append((sx, sy))
@@ -107,7 +108,7 @@ def size_bounds(size_ranges: Sequence[float], num_levels: int) -> list[tuple[flo
     if len(edges) != num_levels + 1:
         raise ValueError(f"{len(size_ranges)} size-range boundaries for {num_levels} levels "
                          f"(need {num_levels - 1})")
-    return list(zip(edges[:-1], edges[1:]))
+    return list(pairwise(edges))
 
 
 class PairTests(NamedTuple):

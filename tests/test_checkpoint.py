@@ -50,9 +50,9 @@ def _outputs(model, images):
 
 
 def _assert_same_outputs(a, b):
-    for maps_a, maps_b in zip(a, b):
+    for maps_a, maps_b in zip(a, b, strict=True):
         assert len(maps_a) == len(maps_b)
-        for x, y in zip(maps_a, maps_b):
+        for x, y in zip(maps_a, maps_b, strict=True):
             assert torch.equal(x, y)
 
 
@@ -108,8 +108,8 @@ def test_save_channels_last_model(tmp_path, images):
     assert any(p.dim() == 4 and not p.is_contiguous() for p in model.parameters())
     path = checkpoint.save(tmp_path / "cl.safetensors", model, WeightsInfo(cfg, CLASSES))
     loaded, _, _ = checkpoint.load(path)
-    for a, b in zip(reference, _outputs(loaded, images)):
-        for x, y in zip(a, b):
+    for a, b in zip(reference, _outputs(loaded, images), strict=True):
+        for x, y in zip(a, b, strict=True):
             torch.testing.assert_close(x, y, rtol=1e-5, atol=1e-5)
 
 

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import tiny_config, wait_for
 from typer.testing import CliRunner
 
 import fcos_cli
@@ -19,8 +20,6 @@ from fcos_cli.config import from_dict, preset
 from fcos_cli.data.synthetic import write_demo_data
 from fcos_cli.metadata import WeightsInfo
 from fcos_cli.model import build_model
-
-from conftest import tiny_config, wait_for
 
 runner = CliRunner()
 

@@ -212,7 +212,7 @@ def test_video_gives_an_annotated_video_and_the_detections_of_its_frames(overfit
     assert [(line["frame"], line["time"]) for line in lines] == [(i, round(i / 12, 4)) for i in range(24)]
     model, cfg, _ = fcos_cli.load(result.best)
     reference = fcos_cli.predict(model, cfg, frames)
-    for line, ref in zip(lines, reference):
+    for line, ref in zip(lines, reference, strict=True):
         keep = ref["scores"] >= 0.3
         boxes = np.array([d["bbox"] for d in line["detections"]]).reshape(-1, 4)
         boxes[:, 2:] += boxes[:, :2]  # xywh -> xyxy

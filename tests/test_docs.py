@@ -359,7 +359,7 @@ def test_preset_table_matches_the_code() -> None:
             for row in text.splitlines() if re.match(r"\| `[a-z_]+\.[a-z_.]+` \|", row)]
     assert len(rows) == 5, rows
     for field, *written in rows:
-        for name, cell in zip(("paper", "improved"), written):
+        for name, cell in zip(("paper", "improved"), written, strict=True):
             value = preset(name)
             for part in field.split("."):
                 value = getattr(value, part)

@@ -92,7 +92,7 @@ def test_predict_with_the_onnx_file_matches_the_weights(overfit, tmp_path: Path)
             assert run.exit_code == 0 and run.stderr == "", run.output
             outputs[name[:-1]] = json.loads((tmp_path / name / "predictions.json").read_text())
         assert len(outputs["onnx"]) == len(outputs["torch"]) >= 4
-        for a, b in zip(outputs["onnx"], outputs["torch"]):
+        for a, b in zip(outputs["onnx"], outputs["torch"], strict=True):
             assert (a["file_name"], a["category_id"]) == (b["file_name"], b["category_id"])
             np.testing.assert_allclose(a["bbox"], b["bbox"], atol=0.02)
             assert abs(a["score"] - b["score"]) < 1e-4

@@ -167,7 +167,7 @@ def reference_fcos(state: dict[str, Tensor], source: str, images: Tensor, improv
         for level, feature in enumerate(outs):
             cls_feat = reg_feat = feature
             for i in range(4):
-                gn = lambda t, tower: F.group_norm(t, 32, state[f"{n(f'{tower}_gn', i)}.weight"],  # noqa: E731
+                gn = lambda t, tower, i=i: F.group_norm(t, 32, state[f"{n(f'{tower}_gn', i)}.weight"],  # noqa: E731
                                                    state[f"{n(f'{tower}_gn', i)}.bias"])
                 cls_feat = F.relu(gn(conv(cls_feat, n("cls_conv", i), padding=1), "cls"))
                 reg_feat = F.relu(gn(conv(reg_feat, n("reg_conv", i), padding=1), "reg"))
@@ -235,7 +235,7 @@ def test_torchvision_predictions_equal_torchvisions(tmp_path: Path) -> None:
     tv.transform.min_size, tv.transform.max_size = (320,), 320  # scale min(320/short, 320/long) = 1: no resize
     with torch.no_grad():
         theirs = tv([torch.from_numpy(im).permute(2, 0, 1).float() / 255 for im in images])
-    for our, their in zip(ours, theirs):
+    for our, their in zip(ours, theirs, strict=True):
         assert len(our["boxes"]) >= 100
         torch.testing.assert_close(our["boxes"], their["boxes"], rtol=1e-4, atol=1e-4)
         torch.testing.assert_close(our["scores"], their["scores"], rtol=1e-4, atol=1e-4)
@@ -348,7 +348,7 @@ def test_caffe_backbone_needs_the_stride_move_and_bgr(tmp_path: Path) -> None:
     ref = list(reference_backbone(state, "fcos-original")(images.flip(1) * 255 - CAFFE_MEAN_BGR.view(1, 3, 1, 1)).values())
     with torch.no_grad():
         model(images)
-        for ours, theirs in zip(captured[0], ref):
+        for ours, theirs in zip(captured[0], ref, strict=True):
             torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-4 * float(theirs.abs().max()))
         cfg.model.stride_in_1x1 = False
         timm_strides = build_model(cfg.model).eval()

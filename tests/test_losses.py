@@ -9,8 +9,8 @@ import torch
 from torch import Tensor
 from torchvision.ops import sigmoid_focal_loss
 
-from fcos_cli.losses import fcos_loss, iou_loss
 from fcos_cli.head_outputs import HeadOutputs, flatten_levels, unflatten_levels
+from fcos_cli.losses import fcos_loss, iou_loss
 from fcos_cli.targets import Points, assign_targets, make_points
 
 K = 3
@@ -32,7 +32,7 @@ def test_head_outputs_helper_inverts_flatten_levels() -> None:
     outputs = _head_outputs(points, cls, box, ctr)
     assert outputs.cls_logits[1].shape == (2, K, 4, 4)
     assert outputs.box_regression[0][1, :, 0, 1].tolist() == box[1, 1].tolist()  # row 0, col 1 = point 1
-    for got, want in zip(flatten_levels(outputs), (cls, box, ctr)):
+    for got, want in zip(flatten_levels(outputs), (cls, box, ctr), strict=True):
         assert torch.equal(got, want)
 
 

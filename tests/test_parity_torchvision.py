@@ -9,8 +9,8 @@ from torchvision.models.detection.image_list import ImageList
 
 from fcos_cli.compat import from_torchvision_state_dict
 from fcos_cli.config import preset
-from fcos_cli.inspect_targets import explain_image
 from fcos_cli.head_outputs import flatten_levels, unflatten_levels
+from fcos_cli.inspect_targets import explain_image
 from fcos_cli.model import build_model
 from fcos_cli.pipeline import detections_for, loss_for, points_for, targets_for
 
@@ -95,7 +95,7 @@ def test_matches_torchvision(models, height: int, width: int) -> None:
     # 3. Matching and losses on identical head outputs; image 1 has no boxes.
     keep = (BOXES[:, 2] <= width) & (BOXES[:, 3] <= height)
     gt_boxes, gt_labels = [BOXES[keep], torch.zeros(0, 4)], [LABELS[keep], torch.zeros(0, dtype=torch.long)]
-    targets = [{"boxes": b, "labels": lb} for b, lb in zip(gt_boxes, gt_labels)]
+    targets = [{"boxes": b, "labels": lb} for b, lb in zip(gt_boxes, gt_labels, strict=True)]
     tv_losses, tv_matched = _torchvision_matching(tv, targets, tv_out, anchors, num_per_level)
     shared = unflatten_levels(tv_out["cls_logits"], tv_out["bbox_regression"], tv_out["bbox_ctrness"].squeeze(2),
                               level_sizes)
@@ -121,7 +121,7 @@ def test_matches_torchvision(models, height: int, width: int) -> None:
     split_anchors = [list(a.split(num_per_level)) for a in anchors]
     tv_dets = tv.postprocess_detections(split_out, split_anchors, sizes)
     our_dets = detections_for(our_out, ours.strides, sizes, cfg)
-    for tv_det, our_det in zip(tv_dets, our_dets):
+    for tv_det, our_det in zip(tv_dets, our_dets, strict=True):
         assert len(our_det["boxes"]) >= 100
         torch.testing.assert_close(our_det["boxes"], tv_det["boxes"], **TOL)
         torch.testing.assert_close(our_det["scores"], tv_det["scores"], **TOL)

@@ -141,7 +141,7 @@ def test_topk_per_level() -> None:
     scene = Scene()
     for i, p in enumerate((0.91, 0.92, 0.93, 0.94, 0.95)):
         scene.set(2 * i, 0, p, (1, 1, 1, 1))  # points 0, 2, 4, 6, 8: disjoint 2x2 boxes
-    for j, p in zip((64, 66, 72), (0.6, 0.7, 0.8)):
+    for j, p in zip((64, 66, 72), (0.6, 0.7, 0.8), strict=True):
         scene.set(j, 1, p, (1, 1, 1, 1))
     det = scene.run(topk_per_level=2)[0]
     _close(det["scores"], [math.sqrt(p * 0.5) for p in (0.95, 0.94, 0.8, 0.7)])

@@ -19,8 +19,13 @@ from fcos_cli.engine.predict import detect, inference_amp
 from fcos_cli.errors import UserError
 from fcos_cli.metadata import WeightsInfo
 from fcos_cli.model import build_model
-from fcos_cli.model.optimize import (cpu_supports_bf16, find_conv_norm_pairs, fold_batchnorm, optimize_for_inference,
-                                     speed_up_training)
+from fcos_cli.model.optimize import (
+    cpu_supports_bf16,
+    find_conv_norm_pairs,
+    fold_batchnorm,
+    optimize_for_inference,
+    speed_up_training,
+)
 
 TOL = dict(rtol=1e-4, atol=1e-4)
 
@@ -53,8 +58,8 @@ def _tiny(backbone: str = "test_resnet", freeze_bn: bool = False):
 
 
 def _assert_same_outputs(a, b) -> None:
-    for name, xs, ys in zip(a._fields, a, b):
-        for x, y in zip(xs, ys):
+    for name, xs, ys in zip(a._fields, a, b, strict=True):
+        for x, y in zip(xs, ys, strict=True):
             torch.testing.assert_close(y, x, **TOL, msg=lambda m, n=name: f"{n}: {m}")
 
 
@@ -72,7 +77,7 @@ def test_optimized_model_gives_the_plain_outputs(backbone: str, freeze_bn: bool)
     with torch.inference_mode():
         _assert_same_outputs(model(images), fast(images))
     sizes = [(96, 128), (90, 100)]
-    for plain, quick in zip(detect(model, cfg, images, sizes), detect(fast, cfg, images, sizes)):
+    for plain, quick in zip(detect(model, cfg, images, sizes), detect(fast, cfg, images, sizes), strict=True):
         assert len(plain["boxes"]) > 0
         torch.testing.assert_close(quick["boxes"], plain["boxes"], **TOL)
         torch.testing.assert_close(quick["scores"], plain["scores"], **TOL)

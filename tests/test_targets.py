@@ -266,11 +266,11 @@ def _dense_reference(points: Points, gt_boxes: list[torch.Tensor], gt_labels: li
                      size_ranges, inclusive: bool, radius: float) -> AssignedTargets:
     """Every point against every box as (P, M) tensors; the smallest area wins, ties to the first box."""
     bounds = size_bounds(size_ranges, len(points.sizes))
-    lo = torch.cat([torch.full((n,), b[0]) for n, b in zip(points.num_per_level, bounds)])[:, None]  # (P, 1)
-    hi = torch.cat([torch.full((n,), b[1]) for n, b in zip(points.num_per_level, bounds)])[:, None]
+    lo = torch.cat([torch.full((n,), b[0]) for n, b in zip(points.num_per_level, bounds, strict=True)])[:, None]  # (P, 1)
+    hi = torch.cat([torch.full((n,), b[1]) for n, b in zip(points.num_per_level, bounds, strict=True)])[:, None]
     num_points = len(points.xy)
     matched, labels, box_targets, centerness = [], [], [], []
-    for boxes, lab in zip(gt_boxes, gt_labels):
+    for boxes, lab in zip(gt_boxes, gt_labels, strict=True):
         m = len(boxes)
         if m == 0:
             matched.append(torch.full((num_points,), -1))

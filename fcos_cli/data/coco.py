@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserError
-from .records import (MISSING_IMAGE, BoxCheck, DatasetIndex, ImageRecord, image_size, read_mapping, safe_join)
+from .records import MISSING_IMAGE, BoxCheck, DatasetIndex, ImageRecord, image_size, read_mapping, safe_join
 
 __all__ = ["load_coco", "detect", "has_val", "load"]
 

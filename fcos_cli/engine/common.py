@@ -10,10 +10,10 @@ from pathlib import Path
 
 import torch
 
+from ..config import FCOSConfig
 from ..data.dataset import DetectionDataset, collate
 from ..data.records import DatasetIndex
 from ..data.transforms import build_transform
-from ..config import FCOSConfig
 from ..errors import UserError
 from .stop import ignore_stop_signals
 

@@ -194,7 +194,7 @@ def side_by_side(image: np.ndarray, boxes: ImageBoxes, class_names: list[str], c
                   [PALETTE[k % len(PALETTE)] for k in boxes.gt_labels.tolist()] + ["#808080"] * len(boxes.crowd_boxes))
     keep = boxes.pred_scores >= conf
     labels, scores = boxes.pred_labels[keep].tolist(), boxes.pred_scores[keep].tolist()
-    predicted = _draw(pixels, boxes.pred_boxes[keep], [f"{class_names[k]} {s:.2f}" for k, s in zip(labels, scores)],
+    predicted = _draw(pixels, boxes.pred_boxes[keep], [f"{class_names[k]} {s:.2f}" for k, s in zip(labels, scores, strict=True)],
                       [PALETTE[k % len(PALETTE)] for k in labels])
     gap = torch.full((3, pixels.shape[1], 8), 255, dtype=torch.uint8)
     return torch.cat([truth, gap, predicted], dim=2)
@@ -228,7 +228,7 @@ def plot_confidence_curves(diag: Diagnostics, class_names: list[str], path) -> N
     present = diag.num_instances > 0
     f1 = _f1(diag.precision, diag.recall)
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
-    for ax, values, title in zip(axes, (f1, diag.precision, diag.recall), ("F1", "precision", "recall")):
+    for ax, values, title in zip(axes, (f1, diag.precision, diag.recall), ("F1", "precision", "recall"), strict=True):
         for k, name in enumerate(class_names):
             if present[k]:
                 ax.plot(diag.confidences, values[k], linewidth=1, alpha=0.6, label=name if len(class_names) <= 15 else None)

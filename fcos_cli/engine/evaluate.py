@@ -22,9 +22,8 @@ from ..data.records import DatasetIndex
 from ..model import FCOS
 from ..postprocess import Detections
 from .common import loader
+from .diagnostics import Diagnostics, ImageBoxes, diagnose, plot_confidence_curves, plot_confusion_matrix, side_by_side
 from .distributed import Ranks
-from .diagnostics import (Diagnostics, ImageBoxes, diagnose, plot_confidence_curves, plot_confusion_matrix,
-                          side_by_side)
 from .predict import detect
 
 __all__ = ["EvalResult", "evaluate", "predict_results", "to_coco_results", "coco_metrics", "ground_truth",
@@ -46,10 +45,10 @@ class EvalResult:
 def to_coco_results(detections: list[Detections], metas: list[ImageMeta], category_ids: list[int]) -> list[dict]:
     """COCO results: boxes mapped back to original pixels as xywh, labels to the dataset's category ids."""
     results = []
-    for det, meta in zip(detections, metas):
+    for det, meta in zip(detections, metas, strict=True):
         boxes = det["boxes"].detach().float().cpu() / torch.tensor(meta.scale * 2)  # (N, 4) original pixels
         boxes[:, 2:] -= boxes[:, :2]
-        for box, score, label in zip(boxes.tolist(), det["scores"].tolist(), det["labels"].tolist()):
+        for box, score, label in zip(boxes.tolist(), det["scores"].tolist(), det["labels"].tolist(), strict=True):
             results.append({"image_id": meta.image_id, "category_id": category_ids[label],
                             "bbox": [round(v, 3) for v in box], "score": round(score, 5)})
     return results
@@ -81,13 +80,13 @@ def _built_ground_truth(index: DatasetIndex, sizes: dict[int, tuple[int, int]]) 
         height, width = sizes.get(record.image_id, (record.height, record.width))
         images.append({"id": record.image_id, "width": width, "height": height})
         for crowd, boxes, labels in ((0, record.boxes, record.labels), (1, record.crowd_boxes, record.crowd_labels)):
-            for box, label in zip(boxes.tolist(), labels.tolist()):
+            for box, label in zip(boxes.tolist(), labels.tolist(), strict=True):
                 w, h = box[2] - box[0], box[3] - box[1]
                 annotations.append({"id": len(annotations) + 1, "image_id": record.image_id,
                                     "category_id": ids[label], "bbox": [box[0], box[1], w, h], "area": w * h,
                                     "iscrowd": crowd})
     return _indexed({"images": images, "annotations": annotations,
-                     "categories": [{"id": i, "name": n} for i, n in zip(ids, index.class_names)]})
+                     "categories": [{"id": i, "name": n} for i, n in zip(ids, index.class_names, strict=True)]})
 
 
 def _file_ground_truth(path: str) -> COCO:
@@ -148,7 +147,7 @@ def coco_metrics(index: DatasetIndex, results: list[dict], sizes: dict[int, tupl
     for k, name in enumerate(index.class_names):
         p = precision[:, :, k, 0, -1]
         per_class[name] = float(p[p > -1].mean()) if (p > -1).any() else float("nan")
-    metrics = {name: max(float(v), 0.0) for name, v in zip(METRIC_NAMES, evaluator.stats)}
+    metrics = {name: max(float(v), 0.0) for name, v in zip(METRIC_NAMES, evaluator.stats, strict=True)}
     return EvalResult(metrics, per_class, results, precision[0, :, :, 0, -1], num_unread)
 
 

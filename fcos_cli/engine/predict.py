@@ -23,8 +23,8 @@ from ..data.sources import is_video
 from ..data.transforms import build_transform
 from ..data.video import VideoReader, video_output_name, write_video
 from ..errors import UserError
-from ..metadata import WeightsInfo
 from ..export import nms_inputs, quiet_session_options
+from ..metadata import WeightsInfo
 from ..model import FCOS
 from ..pipeline import detections_for
 from ..postprocess import Detections
@@ -87,7 +87,7 @@ def predict(model: FCOS, cfg: FCOSConfig, images: list[ImageLike], batch_size: i
             scale = torch.tensor([resized.shape[1] / pixels.shape[1], resized.shape[0] / pixels.shape[0]] * 2)
             items.append((torch.from_numpy(np.array(resized, copy=True)).permute(2, 0, 1).float() / 255, scale))
         batch = collate([(pixels, {}, None) for pixels, _ in items], model.backbone.mean, cfg.model.size_divisor)
-        for det, (_, scale) in zip(detect(model, cfg, batch.images.to(device), batch.sizes, amp), items):
+        for det, (_, scale) in zip(detect(model, cfg, batch.images.to(device), batch.sizes, amp), items, strict=True):
             results.append(Detections(boxes=det["boxes"].cpu() / scale, scores=det["scores"].cpu(),
                                       labels=det["labels"].cpu()))
     return results
@@ -191,7 +191,7 @@ def predict_files(detect: Detect, class_names: list[str], files: list[Path], out
     """
     outputs = outputs or PredictOutputs()
     names = relative_names(files, root or source_root("", files))
-    images = [(path, name) for path, name in zip(files, names) if not is_video(path)]
+    images = [(path, name) for path, name in zip(files, names, strict=True) if not is_video(path)]
     run = PredictRun()
     start = time.perf_counter()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -203,11 +203,11 @@ def predict_files(detect: Detect, class_names: list[str], files: list[Path], out
                 loaded.append((name, read_image(path)))
             except UserError as e:  # one bad file must not stop a folder: skip it and say so
                 run.skipped.append((path, str(e)))
-        for (name, pixels), det in zip(loaded, detect([p for _, p in loaded]) if loaded else []):
+        for (name, pixels), det in zip(loaded, detect([p for _, p in loaded]) if loaded else [], strict=True):
             boxes, scores, labels = _kept(det, conf, classes)
             run.num_images += 1
             run.per_class.update(class_names[k] for k in labels.tolist())
-            for box, score, label in zip(boxes.tolist(), scores.tolist(), labels.tolist()):
+            for box, score, label in zip(boxes.tolist(), scores.tolist(), labels.tolist(), strict=True):
                 run.results.append({"file_name": name.as_posix(), "image_id": run.num_images,
                                     "category_id": category_ids[label], "bbox": _xywh(box), "score": round(score, 5)})
             write_outputs(out_dir, name, pixels, boxes, scores, labels, class_names, outputs, crops_taken)
@@ -215,7 +215,7 @@ def predict_files(detect: Detect, class_names: list[str], files: list[Path], out
             progress("images", "images", min(first + batch_size, len(images)), len(images))
     with atomic_write(out_dir / "predictions.json") as tmp:
         tmp.write_text(json.dumps(run.results))
-    for path, name in zip(files, names):
+    for path, name in zip(files, names, strict=True):
         if is_video(path):
             try:
                 run.num_frames += predict_video(detect, class_names, path, name, out_dir, category_ids, conf,
@@ -255,13 +255,13 @@ def predict_video(detect: Detect, class_names: list[str], path: Path, name: Path
                 height, width = batch[0][1].shape[:2]
                 write_frame = stack.enter_context(write_video(out_dir / video_output_name(name),
                                                               info.fps / vid_stride, width, height))
-            for (index, frame), det in zip(batch, detect([frame for _, frame in batch])):
+            for (index, frame), det in zip(batch, detect([frame for _, frame in batch]), strict=True):
                 boxes, scores, labels = _kept(det, conf, classes)
                 if per_class is not None:
                     per_class.update(class_names[k] for k in labels.tolist())
                 found = [{"category_id": category_ids[k], "class": class_names[k], "bbox": _xywh(box),
                           "score": round(score, 5)}
-                         for box, score, k in zip(boxes.tolist(), scores.tolist(), labels.tolist())]
+                         for box, score, k in zip(boxes.tolist(), scores.tolist(), labels.tolist(), strict=True)]
                 lines.write(json.dumps({"frame": index, "time": round(index / info.fps, 4), "detections": found})
                             + "\n")
                 if write_frame is not None:

@@ -83,7 +83,7 @@ def write_outputs(out_dir: Path, name: Path, pixels: np.ndarray, boxes: Tensor, 
         _save(Image.fromarray(draw_detections(pixels, boxes, scores, labels, class_names, outputs)), out_dir / name)
     if outputs.save_txt:
         lines = []
-        for (x0, y0, x1, y1), score, label in zip(boxes.tolist(), scores.tolist(), labels.tolist()):
+        for (x0, y0, x1, y1), score, label in zip(boxes.tolist(), scores.tolist(), labels.tolist(), strict=True):
             values = [(x0 + x1) / 2 / width, (y0 + y1) / 2 / height, (x1 - x0) / width, (y1 - y0) / height]
             lines.append(" ".join([str(label), *(f"{v:.6f}" for v in values)]
                                   + ([f"{score:.5f}"] if outputs.save_conf else [])))
@@ -92,7 +92,7 @@ def write_outputs(out_dir: Path, name: Path, pixels: np.ndarray, boxes: Tensor, 
         with atomic_write(path) as tmp:  # an empty file for an image without detections: one file per image
             tmp.write_text("".join(line + "\n" for line in lines))
     if outputs.save_crop:
-        for (x0, y0, x1, y1), label in zip(boxes.tolist(), labels.tolist()):
+        for (x0, y0, x1, y1), label in zip(boxes.tolist(), labels.tolist(), strict=True):
             left, top = max(math.floor(x0), 0), max(math.floor(y0), 0)
             right, bottom = min(math.ceil(x1), width), min(math.ceil(y1), height)
             if right > left and bottom > top:
@@ -110,7 +110,7 @@ def draw_detections(pixels: np.ndarray, boxes: Tensor, scores: Tensor, labels: T
     text = None
     if not outputs.hide_labels:
         text = [class_names[k] if outputs.hide_conf else f"{class_names[k]} {s:.2f}"
-                for k, s in zip(labels.tolist(), scores.tolist())]
+                for k, s in zip(labels.tolist(), scores.tolist(), strict=True)]
     image = torch.from_numpy(pixels.copy()).permute(2, 0, 1)  # (3, H, W) uint8
     colors = [PALETTE[k % len(PALETTE)] for k in labels.tolist()]  # one colour per class
     width = outputs.line_width or max(2, round(max(pixels.shape) / 300))

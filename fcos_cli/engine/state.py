@@ -71,7 +71,7 @@ def save_state(path: Path, model: torch.nn.Module, optimizer, scheduler, scaler,
         "rng_torch": _split(torch.get_rng_state(), "rng_torch", tensors),
         "rng_python": random.getstate(),
         "rng_numpy": _split({k: v for k, v in zip(("kind", "keys", "pos", "has_gauss", "gauss"),
-                                                  np.random.get_state())}, "rng_numpy", tensors),
+                                                  np.random.get_state(), strict=True)}, "rng_numpy", tensors),
     }
     metadata = TrainStateInfo(tree, epoch, step, best_ap, checkpoint_id, progress or {}).to_metadata()
     if path.is_file():

@@ -324,7 +324,7 @@ def _count(run: Run, tally: EpochTally, losses: FCOSLosses | None, num_images: i
     if run.ema is not None:
         run.ema.update(run.model, step=run.step)
     values = torch.stack([losses.total, losses.cls, losses.box, losses.centerness]).detach()
-    for name, value in zip(LOSS_NAMES, values.tolist()):  # one sync, not four
+    for name, value in zip(LOSS_NAMES, values.tolist(), strict=True):  # one sync, not four
         tally.sums[name] += value * num_images
     tally.seen += num_images
 
@@ -342,7 +342,7 @@ def end_of_epoch(run: Run, epoch: int, tally: EpochTally, val_index: DatasetInde
                              ranks=run.ranks)
     if run.ranks.is_main:
         row = {"epoch": epoch, "step": run.step, "lr": run.optimizer.param_groups[0]["lr"],
-               **{k: v / max(seen, 1) for k, v in zip(tally.sums, totals)}, "skipped_steps": tally.skipped,
+               **{k: v / max(seen, 1) for k, v in zip(tally.sums, totals, strict=True)}, "skipped_steps": tally.skipped,
                **(evaluated.metrics if evaluated is not None else {}),
                "seconds": round(time.perf_counter() - run.start, 1)}
         run.rows.append(row)

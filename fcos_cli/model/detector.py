@@ -144,9 +144,9 @@ def check_backbone(name: str, img_size: tuple[int, int]) -> list[tuple[str, int,
         for hook in hooks:
             hook.remove()
     backbone = model.backbone
-    rows = [("timm", r, tuple(f.shape)) for r, f in zip(backbone.body.feature_info.reduction(), seen["timm"])]
+    rows = [("timm", r, tuple(f.shape)) for r, f in zip(backbone.body.feature_info.reduction(), seen["timm"], strict=True)]
     part = "pyramid" if backbone.pyramid is not None else "backbone"
-    rows += [(part, s, tuple(f.shape)) for s, f in zip(backbone.strides, seen["backbone"])]
-    rows += [("fpn", s, tuple(f.shape)) for s, f in zip(model.strides, seen["fpn"])]
-    rows += [("head cls", s, tuple(f.shape)) for s, f in zip(model.strides, outputs.cls_logits)]
+    rows += [(part, s, tuple(f.shape)) for s, f in zip(backbone.strides, seen["backbone"], strict=True)]
+    rows += [("fpn", s, tuple(f.shape)) for s, f in zip(model.strides, seen["fpn"], strict=True)]
+    rows += [("head cls", s, tuple(f.shape)) for s, f in zip(model.strides, outputs.cls_logits, strict=True)]
     return rows

@@ -40,7 +40,7 @@ def write_both(root: Path) -> tuple[Path, Path]:
         if lines:
             (root / "yolo" / "labels" / "train" / Path(name).with_suffix(".txt")).write_text("\n".join(lines) + "\n")
     annotations.append({"id": 99, "image_id": 1, "category_id": 7, "bbox": [0, 0, 50, 50], "iscrowd": 1})
-    categories = [{"id": c, "name": n} for c, n in zip(CATEGORY_IDS, NAMES)][::-1]  # order must not matter
+    categories = [{"id": c, "name": n} for c, n in zip(CATEGORY_IDS, NAMES, strict=True)][::-1]  # order must not matter
     coco = root / "coco" / "train.json"
     coco.write_text(json.dumps({"images": images, "annotations": annotations, "categories": categories}))
     data_yaml = root / "yolo" / "data.yaml"
@@ -54,7 +54,7 @@ def test_coco_and_yolo_agree(tmp_path: Path) -> None:
     assert coco.class_names == yolo.class_names == NAMES
     assert coco.category_ids == CATEGORY_IDS
     assert [r.path.name for r in coco.records] == [r.path.name for r in yolo.records] == sorted(IMAGES)
-    for c, y in zip(coco.records, yolo.records):
+    for c, y in zip(coco.records, yolo.records, strict=True):
         expected = IMAGES[c.path.name][1]
         np.testing.assert_allclose(c.boxes, np.array([o[:4] for o in expected], np.float32).reshape(-1, 4))
         np.testing.assert_allclose(y.boxes, c.boxes, atol=1e-3)  # crowd box ignored in COCO

@@ -42,7 +42,8 @@ def test_val_resize_maps_back_to_original_pixels() -> None:
 def test_boxes_mostly_cut_off_are_dropped_not_kept_as_slivers() -> None:
     import albumentations as A
 
-    from fcos_cli.data.transforms import MIN_VISIBILITY, build_transform as build
+    from fcos_cli.data.transforms import MIN_VISIBILITY
+    from fcos_cli.data.transforms import build_transform as build
 
     image, _, _ = _image_with_boxes()
     boxes = np.array([[0, 0, 100, 100], [240, 0, 340, 100]], dtype=np.float32)  # second is 40% left of x=280

@@ -6,8 +6,16 @@ import numpy as np
 import pytest
 import torch
 
-from fcos_cli.engine.diagnostics import (FP, IGNORED, TP, ImageBoxes, confusion_matrix, diagnose, match_detections,
-                                         side_by_side)
+from fcos_cli.engine.diagnostics import (
+    FP,
+    IGNORED,
+    TP,
+    ImageBoxes,
+    confusion_matrix,
+    diagnose,
+    match_detections,
+    side_by_side,
+)
 
 
 def _image(gt, crowd, preds) -> ImageBoxes:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import assert_same_weights, epochs_in, start_fcos, tiny_config, train_args, wait_for, weights_of
 from typer.testing import CliRunner
 
 from fcos_cli import checkpoint
@@ -22,8 +23,6 @@ from fcos_cli.data.synthetic import write_demo_data
 from fcos_cli.engine import train as train_module
 from fcos_cli.engine.train import TrainingDiverged, TrainingInterrupted, train
 from fcos_cli.losses import FCOSLosses
-
-from conftest import assert_same_weights, epochs_in, start_fcos, tiny_config, train_args, wait_for, weights_of
 
 CPU = torch.device("cpu")
 HOOKED = str(Path(__file__).parents[1] / "hooked_fcos.py")  # fcos with a rename held back
@@ -100,7 +99,7 @@ def test_ctrl_c_mid_epoch_saves_the_last_step_and_resume_continues_exactly(
     assert epochs_in(tmp_path / "cut") == [1, 2]
     assert_same_weights(weights_of(resumed.last), weights_of(full.last))
     with open(tmp_path / "cut" / "metrics.csv") as a, open(tmp_path / "full" / "metrics.csv") as b:
-        for x, y in zip(csv.DictReader(a), csv.DictReader(b)):  # the loss of the cut epoch is kept too
+        for x, y in zip(csv.DictReader(a), csv.DictReader(b), strict=True):  # the loss of the cut epoch is kept too
             assert float(x["loss"]) == pytest.approx(float(y["loss"]), rel=1e-5)
 
 
@@ -132,7 +131,7 @@ def test_a_nan_loss_skips_its_step_and_training_goes_on(demo: Path, tmp_path: Pa
     assert len(snapshots) == 6 and result.skipped_steps == 1
 
     def changed(a: int, b: int) -> bool:  # weights before call a vs before call b (1-based)
-        return any(not torch.equal(x, y) for x, y in zip(snapshots[a - 1], snapshots[b - 1]))
+        return any(not torch.equal(x, y) for x, y in zip(snapshots[a - 1], snapshots[b - 1], strict=True))
 
     assert changed(2, 3) and changed(4, 5)  # the steps around it update the weights
     assert not changed(3, 4)  # step 3 (NaN) did not
@@ -165,10 +164,10 @@ def test_a_step_the_grad_scaler_skips_counts_as_skipped(demo: Path, monkeypatch)
     before = [p.detach().clone() for p in model.parameters()]
     assert train_module._step(model, model, batch, cfg, CPU, optimizer, scaler, Ranks()) is None
     assert scaler.get_scale() == 2.0**15
-    assert all(torch.equal(b, p) for b, p in zip(before, model.parameters()))
+    assert all(torch.equal(b, p) for b, p in zip(before, model.parameters(), strict=True))
     huge[0] = False
     assert train_module._step(model, model, batch, cfg, CPU, optimizer, scaler, Ranks()) is not None
-    assert any(not torch.equal(b, p) for b, p in zip(before, model.parameters()))
+    assert any(not torch.equal(b, p) for b, p in zip(before, model.parameters(), strict=True))
 
 
 def test_many_nan_losses_in_a_row_stop_training_with_the_checkpoint_intact(

@@ -13,20 +13,19 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import assert_same_weights, epochs_in, train_args, weights_of
 from typer.testing import CliRunner
 
 from fcos_cli import checkpoint
 from fcos_cli.cli import app
-from fcos_cli.data import open_split
 from fcos_cli.config import preset
+from fcos_cli.data import open_split
 from fcos_cli.data.synthetic import write_demo_data
 from fcos_cli.engine import stop as stop_module
 from fcos_cli.engine import train as train_module
 from fcos_cli.engine.common import loader
 from fcos_cli.engine.stop import TIME_LIMIT, TimeBudget, TrainingInterrupted, start_workers, stop_on_signals
 from fcos_cli.engine.train import train
-
-from conftest import assert_same_weights, epochs_in, train_args, weights_of
 
 WORKERS = ["--workers", "2"]  # appended: Click keeps an option's last value
 STOPPED = re.compile(r"stopped at step (\d+) \(epoch (\d+)\)")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import tiny_config
 
 from fcos_cli import checkpoint
 from fcos_cli.data import open_split
@@ -15,8 +16,6 @@ from fcos_cli.engine.state import state_path
 from fcos_cli.engine.train import TrainCallbacks, finetune_model, train
 from fcos_cli.errors import UserError
 from fcos_cli.metadata import WeightsInfo
-
-from conftest import tiny_config
 
 CPU = torch.device("cpu")
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import tiny_config
 from safetensors import safe_open
 
 from fcos_cli import checkpoint
@@ -17,8 +18,6 @@ from fcos_cli.engine.state import state_path
 from fcos_cli.engine.train import lr_factor, train
 from fcos_cli.model import build_model
 from fcos_cli.pipeline import loss_for
-
-from conftest import tiny_config
 
 
 def test_warmup_then_cosine_or_steps() -> None:

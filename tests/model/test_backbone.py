@@ -31,7 +31,7 @@ def _ints(text: str) -> set[int]:
 def _timm_channels_at(name: str, strides: tuple[int, ...]) -> list[int]:
     """Channels of the last timm level at each stride, read from a separately built timm model."""
     info = timm.create_model(name, features_only=True).feature_info
-    pairs = list(zip(info.reduction(), info.channels()))
+    pairs = list(zip(info.reduction(), info.channels(), strict=True))
     return [[c for r, c in pairs if r == s][-1] for s in strides]
 
 
@@ -57,7 +57,7 @@ def test_nchw_backbones_pick_strides_8_16_32(name):
     with torch.no_grad():
         features = backbone(torch.rand(2, 3, H, W))
     assert len(features) == 3
-    for f, c, s in zip(features, backbone.channels, backbone.strides):
+    for f, c, s in zip(features, backbone.channels, backbone.strides, strict=True):
         assert tuple(f.shape) == (2, c, H // s, W // s)
 
 
@@ -72,11 +72,11 @@ def test_mambaout_nhwc_is_permuted_to_nchw():
         features = backbone(images)
         raw = backbone.body(images)  # timm's own (B, H, W, C) maps
     assert len(features) == 3
-    for f, c, s in zip(features, backbone.channels, backbone.strides):
+    for f, c, s in zip(features, backbone.channels, backbone.strides, strict=True):
         assert f.shape[1] == c  # channels dim is dim 1
         assert tuple(f.shape) == (2, c, H // s, W // s)
     # The values are timm's maps, permuted (not reshaped).
-    for f, i in zip(features, backbone.indices):
+    for f, i in zip(features, backbone.indices, strict=True):
         assert raw[i].shape[-1] == f.shape[1]
         assert torch.equal(f, raw[i].permute(0, 3, 1, 2))
 
@@ -402,6 +402,6 @@ def test_weights_round_trip_with_pyramid_and_frozen_bn(tmp_path, backbone_cfg):
     assert loaded_cfg.model.backbone == backbone_cfg
     images = torch.rand(1, 3, 64, 96)
     with torch.no_grad():
-        for a, b in zip(model(images), loaded(images)):
-            for x, y in zip(a, b):
+        for a, b in zip(model(images), loaded(images), strict=True):
+            for x, y in zip(a, b, strict=True):
                 torch.testing.assert_close(x, y)

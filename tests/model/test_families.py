@@ -123,7 +123,7 @@ def test_fp16_autocast_step_with_grad_scaler(name):
         scaler.step(optimizer)
         scaler.update()
     assert all(torch.isfinite(p).all() for p in model.parameters())
-    assert any(not torch.equal(b, p.detach()) for b, p in zip(before, model.backbone.body.parameters()))
+    assert any(not torch.equal(b, p.detach()) for b, p in zip(before, model.backbone.body.parameters(), strict=True))
 
 
 @pytest.mark.cuda

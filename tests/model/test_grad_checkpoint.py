@@ -9,14 +9,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import train_args
 from typer.testing import CliRunner
 
 from fcos_cli.cli import app
 from fcos_cli.config import FCOSConfig, preset
 from fcos_cli.model import FCOS, build_model
 from fcos_cli.pipeline import loss_for
-
-from conftest import train_args
 
 
 def _config() -> FCOSConfig:
@@ -111,8 +110,8 @@ def test_inference_ignores_the_flag() -> None:
         before = model(x)
         model.set_grad_checkpointing(True)
         after = model(x)
-    for a, b in zip(before, after):
-        for x_a, x_b in zip(a, b):
+    for a, b in zip(before, after, strict=True):
+        for x_a, x_b in zip(a, b, strict=True):
             torch.testing.assert_close(x_a, x_b)
 
 

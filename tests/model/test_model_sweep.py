@@ -124,7 +124,7 @@ def test_fpn_outputs_three_inputs_plus_two_extras():
     fpn = FPN([48, 192, 96], out_channels=32, num_extra=2)
     outputs = fpn(_c345())
     assert len(outputs) == 5
-    for out, stride in zip(outputs, (8, 16, 32, 64, 128)):
+    for out, stride in zip(outputs, (8, 16, 32, 64, 128), strict=True):
         assert tuple(out.shape) == (2, 32, math.ceil(128 / stride), math.ceil(160 / stride))
     assert [tuple(o.shape[-2:]) for o in outputs] == [(16, 20), (8, 10), (4, 5), (2, 3), (1, 2)]
 
@@ -170,7 +170,7 @@ def test_head_output_shapes_per_level():
     features = _levels()
     out = head(features)
     assert len(out.cls_logits) == len(out.box_regression) == len(out.centerness) == 5
-    for f, cls, box, ctr in zip(features, out.cls_logits, out.box_regression, out.centerness):
+    for f, cls, box, ctr in zip(features, out.cls_logits, out.box_regression, out.centerness, strict=True):
         h, w = f.shape[-2:]
         assert tuple(cls.shape) == (2, 3, h, w)
         assert tuple(box.shape) == (2, 4, h, w)
@@ -233,5 +233,5 @@ def test_head_centerness_branch(on_reg):
         last_box_conv.weight.zero_()
         last_box_conv.bias.zero_()
         after = head(features).centerness
-    changed = any(not torch.allclose(b, a) for b, a in zip(before, after))
+    changed = any(not torch.allclose(b, a) for b, a in zip(before, after, strict=True))
     assert changed == on_reg
