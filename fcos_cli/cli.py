@@ -455,6 +455,21 @@ def backbones_cmd(
                       highlight=False)
 
 
+# Options that eval, predict and inspect-targets share: the weights' settings, changed for one run.
+IouOption = Annotated[Optional[float], typer.Option(help="NMS IoU threshold \\[default: the weights' config].",
+                                                    min=0.0, max=1.0)]
+MaxDetOption = Annotated[Optional[int], typer.Option(help="Detections per image \\[default: the weights' config].",
+                                                     callback=positive("--max-det"))]
+ImgSizeOption = Annotated[Optional[int], typer.Option(help="Longest side, or the short side with --max-size "
+                                                      "\\[default: the weights' training size].",
+                                                      callback=positive("--img-size"))]
+MaxSizeOption = Annotated[Optional[int], typer.Option(help="Cap on the long side; makes --img-size the short side "
+                                                      "(COCO: --img-size 800 --max-size 1333) \\[default: the "
+                                                      "weights'].", callback=positive("--max-size"))]
+Fp32Option = Annotated[bool, typer.Option("--fp32", help="Float32 throughout (default on a CPU with bf16: bf16 "
+                                          "network, float32 decoding and NMS).")]
+
+
 @app.command("eval")
 def eval_cmd(
     weights: Annotated[Optional[str], typer.Option("--weights", "-w", help=WEIGHTS_HELP, callback=weights_option)
@@ -466,22 +481,15 @@ def eval_cmd(
     conf: Annotated[Optional[float], typer.Option(help="Drop detections scored below this, as fcos predict --conf, "
                                                   "and count the confusion matrix there \\[default: keep all; the "
                                                   "matrix at the best-F1 confidence].", min=0.0, max=1.0)] = None,
-    iou: Annotated[Optional[float], typer.Option(help="NMS IoU threshold \\[default: the weights' config].",
-                                                 min=0.0, max=1.0)] = None,
-    max_det: Annotated[Optional[int], typer.Option(help="Detections per image \\[default: the weights' config].",
-                                                   callback=positive("--max-det"))] = None,
+    iou: IouOption = None,
+    max_det: MaxDetOption = None,
     batch_size: Annotated[int, typer.Option(help="Images per batch.", callback=positive("--batch-size"))] = 8,
-    img_size: Annotated[Optional[int], typer.Option(help="Longest side, or the short side with --max-size "
-                                                    "\\[default: the weights' training size].",
-                                                    callback=positive("--img-size"))] = None,
-    max_size: Annotated[Optional[int], typer.Option(help="Cap on the long side; makes --img-size the short side "
-                                                    "(COCO: --img-size 800 --max-size 1333) \\[default: the weights'].",
-                                                    callback=positive("--max-size"))] = None,
+    img_size: ImgSizeOption = None,
+    max_size: MaxSizeOption = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.", callback=device_option)] = "auto",
     half: Annotated[bool, typer.Option("--half/--no-half", "--amp/--no-amp",
                                        help="Half precision: fp16 on CUDA, bf16 on CPU.")] = False,
-    fp32: Annotated[bool, typer.Option("--fp32", help="Float32 throughout (default on a CPU with bf16: bf16 "
-                                       "network, float32 decoding and NMS).")] = False,
+    fp32: Fp32Option = False,
     compile: Annotated[bool, typer.Option("--compile", help="torch.compile the model (slow first batch).")] = False,
     project: Annotated[str, typer.Option(help="Parent folder of eval outputs.")] = "runs/eval",
     name: Annotated[str, typer.Option(help="Output folder name (numbered when taken).")] = "exp",
@@ -546,16 +554,10 @@ def predict_cmd(
                                                   "newest runs/train/*/best.safetensors].", callback=weights_option)
                        ] = None,
     conf: Annotated[float, typer.Option(help="Lowest score drawn and written.", min=0.0, max=1.0)] = 0.25,
-    iou: Annotated[Optional[float], typer.Option(help="NMS IoU threshold \\[default: the weights' config].",
-                                                 min=0.0, max=1.0)] = None,
-    max_det: Annotated[Optional[int], typer.Option(help="Detections per image \\[default: the weights' config].",
-                                                   callback=positive("--max-det"))] = None,
-    img_size: Annotated[Optional[int], typer.Option(help="Longest side, or the short side with --max-size "
-                                                    "\\[default: the weights' training size].",
-                                                    callback=positive("--img-size"))] = None,
-    max_size: Annotated[Optional[int], typer.Option(help="Cap on the long side; makes --img-size the short side "
-                                                    "(COCO: --img-size 800 --max-size 1333) \\[default: the weights'].",
-                                                    callback=positive("--max-size"))] = None,
+    iou: IouOption = None,
+    max_det: MaxDetOption = None,
+    img_size: ImgSizeOption = None,
+    max_size: MaxSizeOption = None,
     batch_size: Annotated[int, typer.Option(help="Images or video frames per batch (ONNX files run one at a time).",
                                             callback=positive("--batch-size"))] = 8,
     vid_stride: Annotated[int, typer.Option(help="Videos: predict every N-th frame; the annotated video then holds "
@@ -563,8 +565,7 @@ def predict_cmd(
                                             callback=positive("--vid-stride"))] = 1,
     half: Annotated[bool, typer.Option("--half/--no-half", "--amp/--no-amp",
                                        help="Half precision: fp16 on CUDA, bf16 on CPU (not for ONNX files).")] = False,
-    fp32: Annotated[bool, typer.Option("--fp32", help="Float32 throughout (default on a CPU with bf16: bf16 "
-                                       "network, float32 decoding and NMS; ONNX files always).")] = False,
+    fp32: Fp32Option = False,
     compile: Annotated[bool, typer.Option("--compile", help="torch.compile the model (slow first batch; not for "
                                           "ONNX files).")] = False,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N (ONNX files: onnxruntime's CUDA provider).",
@@ -674,9 +675,7 @@ def inspect_targets_cmd(
     img_size: Annotated[Optional[int], typer.Option(help="Longest side, or the short side with --max-size "
                                                     "\\[default: the weights' size, else 800].",
                                                     callback=positive("--img-size"))] = None,
-    max_size: Annotated[Optional[int], typer.Option(help="Cap on the long side; makes --img-size the short side "
-                                                    "(COCO: --img-size 800 --max-size 1333) \\[default: the weights'].",
-                                                    callback=positive("--max-size"))] = None,
+    max_size: MaxSizeOption = None,
     size_ranges: Annotated[Optional[str], typer.Option(help="Level boundaries m_1..m_4, e.g. 64,128,256,512.")] = None,
     center_sampling_radius: Annotated[Optional[float], typer.Option(help="In strides; 0 turns it off.", min=0.0)] = None,
     num_images: Annotated[int, typer.Option(help="Images to explain.", callback=positive("--num-images"))] = 4,
