@@ -138,7 +138,7 @@ def test_sigterm_to_the_group_mid_write_leaves_no_partial_json_and_one_line(comm
     args = {"eval": ["eval", "--data", str(demo / "val.json")], "predict": ["predict", str(demo / "images"),
                                                                       "--no-save-images"]}[command]
     out = tmp_path / "runs" / "x"
-    hooked = str(Path(__file__).parent / "hooked_fcos.py")  # fcos with the rename of WRITTEN held back
+    hooked = str(Path(__file__).parents[1] / "hooked_fcos.py")  # fcos with the rename of WRITTEN held back
     process = subprocess.Popen([sys.executable, hooked, *args, "-w", str(weights), "--project", str(out.parent),
                                 "--name", out.name], start_new_session=True, text=True,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
