@@ -15,6 +15,7 @@ from .cli_options import (
     check_run_name,
     class_list_option,
     console,
+    counted,
     default_weights,
     describe_size,
     device_option,
@@ -629,7 +630,8 @@ def predict_cmd(
     keep = parse_class_list(classes, class_names) if classes else None
     out = run_dir_for(project, name)
     num_videos = sum(map(is_video, files))
-    console.print(f"weights: {path}; {len(files) - num_videos} images, {num_videos} videos -> {out}")
+    console.print(f"weights: {path}; {counted(len(files) - num_videos, 'image')}, {counted(num_videos, 'video')} "
+                  f"-> {out}")
     for other in others:
         warn(f"skipped {other}: not an image or video file")
 
@@ -656,9 +658,9 @@ def predict_cmd(
         table.add_row(cls, str(run.per_class.get(cls, 0)))
     console.print(table)
     skipped = len(run.skipped) + len(others)
-    done, unit, wrote = f"{run.num_images} images", "images", "predictions.json"
+    done, unit, wrote = counted(run.num_images, "image"), "images", "predictions.json"
     if num_videos:
-        done, unit = f"{done} and {run.num_frames} frames of {run.num_videos} videos", "frames"
+        done, unit = f"{done} and {counted(run.num_frames, 'frame')} of {counted(run.num_videos, 'video')}", "frames"
         wrote += " and a .jsonl per video"
     per_second = (run.num_images + run.num_frames) / max(run.seconds, 1e-9)
     console.print(f"{done} in {run.seconds:.1f} s ({per_second:.1f} {unit}/s)"

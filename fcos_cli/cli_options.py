@@ -96,6 +96,11 @@ def _sigterm_unwinds() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+def counted(n: int, noun: str) -> str:
+    """`1 image`, `3 images`."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def _describe(e: UserError | OSError) -> str:
     """The message alone: a cause it was raised from shows under --debug only. An OSError names its path."""
     if isinstance(e, OSError) and e.filename is not None and e.strerror:

@@ -200,7 +200,7 @@ def test_video_gives_an_annotated_video_and_the_detections_of_its_frames(overfit
     args = ["predict", str(source), "-w", str(result.best), "--conf", "0.3", "--fp32", "--project", str(tmp_path)]
     out = runner.invoke(app, [*args, "--name", "all"])
     assert out.exit_code == 0, out.output
-    assert "1 images and 24 frames of 1 videos" in out.output and out.stderr == ""
+    assert "1 image and 24 frames of 1 video" in out.output and out.stderr == ""
     run = tmp_path / "all"
     frames, fps = _decoded(source / "clip.mp4")
     annotated, annotated_fps = _decoded(run / "clip.mp4")
