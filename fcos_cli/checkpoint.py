@@ -40,7 +40,7 @@ def read_info(path: str | Path) -> WeightsInfo:
             metadata = f.metadata() or {}
     except (SafetensorError, OSError, ValueError) as e:
         raise UserError(f"{path} is not a readable safetensors file ({e}); fcos_cli weights are "
-                        f"written by `fcos train` or `fcos import-weights`") from None
+                        f"written by `fcos train` or `fcos import-weights`") from e
     return WeightsInfo.from_metadata(metadata, str(path))
 
 
@@ -53,7 +53,7 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> tuple[FCOS, FC
         with safe_open(str(path), framework="pt", device=str(device)) as f:
             state = {k: f.get_tensor(k) for k in f.keys()}
     except (SafetensorError, OSError, ValueError) as e:
-        raise UserError(f"{path}: cannot read the weights ({e}); the file may be truncated") from None
+        raise UserError(f"{path}: cannot read the weights ({e}); the file may be truncated") from e
     own = model.state_dict()
     missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
     misshapen = [k for k in set(own) & set(state) if own[k].shape != state[k].shape]

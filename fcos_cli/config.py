@@ -388,7 +388,7 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(Path(path).read_text())
     except (OSError, yaml.YAMLError) as e:
-        raise UserError(f"cannot read config {path}: {one_line(str(e))}") from None
+        raise UserError(f"cannot read config {path}: {one_line(str(e))}") from e
     if not isinstance(data, dict):
         raise UserError(f"config {path}: expected a mapping of sections (model, train, ...)")
     return data

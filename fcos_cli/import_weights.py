@@ -75,12 +75,12 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any]
         text = str(e)
         found = re.search(r"Unsupported global: GLOBAL (\S+)", text)
         if found:
-            raise _weights_only_refusal(path, found[1]) from None
+            raise _weights_only_refusal(path, found[1]) from e
         # The weights-only unpickler wraps its own errors in a long preamble: keep the error itself.
         inner = re.search(r"WeightsUnpickler error: ([^\n]+)", text)
         first = (inner[1] if inner else (text.splitlines() or [""])[0]).split(". ")[0][:200] or "end of file"
         raise UserError(f"{path} is not a readable PyTorch checkpoint ({type(e).__name__}: {first}); "
-                        f"the file may be truncated or not a .pth file") from None
+                        f"the file may be truncated or not a .pth file") from e
     meta: dict[str, Any] = {}
     while isinstance(obj, dict):
         if isinstance(obj.get("meta"), dict):  # mmdet: {'meta': {...}, 'state_dict': {...}}

@@ -60,7 +60,7 @@ def _decode(cls: type, metadata: Mapping[str, str], source: str) -> dict[str, An
         try:
             values[f.name] = text if f.name in _TEXT else json.loads(text)
         except json.JSONDecodeError as e:
-            raise UserError(f"{source}: corrupt fcos_cli metadata ({PREFIX}{f.name}: {e})") from None
+            raise UserError(f"{source}: corrupt fcos_cli metadata ({PREFIX}{f.name}: {e})") from e
     return values
 
 

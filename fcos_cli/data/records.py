@@ -35,12 +35,12 @@ def read_mapping(path: Path, parse: Callable[[str], object], kind: str, expected
     try:
         data = parse(path.read_text())
     except OSError as e:
-        raise UserError(f"cannot read {path}: {e.strerror}") from None
-    except UnicodeDecodeError:
-        raise UserError(f"{path} is not valid {kind}: it is not a text file") from None
+        raise UserError(f"cannot read {path}: {e.strerror}") from e
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path} is not valid {kind}: it is not a text file") from e
     except (ValueError, yaml.YAMLError) as e:  # json.JSONDecodeError is a ValueError
         message = " ".join(str(e).split())  # YAML errors span several lines
-        raise UserError(f"{path} is not valid {kind}: {message}") from None
+        raise UserError(f"{path} is not valid {kind}: {message}") from e
     if not isinstance(data, dict):
         raise UserError(f"{path}: expected {expected}")
     return data

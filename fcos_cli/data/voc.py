@@ -45,9 +45,9 @@ def _parse(xml: Path) -> ET.Element:
     try:
         return ET.parse(xml).getroot()
     except ET.ParseError as e:
-        raise UserError(f"{xml} is not valid XML: {e}") from None
+        raise UserError(f"{xml} is not valid XML: {e}") from e
     except OSError as e:
-        raise UserError(f"cannot read {xml}: {e.strerror}") from None
+        raise UserError(f"cannot read {xml}: {e.strerror}") from e
 
 
 def _name(obj: ET.Element, xml: Path) -> str:
@@ -69,8 +69,8 @@ def _class_names(root: Path) -> list[str]:
 def _number(obj: ET.Element, tag: str, xml: Path) -> float:
     try:
         return float(obj.findtext(f"bndbox/{tag}") or "")
-    except ValueError:
-        raise UserError(f"{xml}: object {obj.findtext('name')!r} has no number in <bndbox><{tag}>") from None
+    except ValueError as e:
+        raise UserError(f"{xml}: object {obj.findtext('name')!r} has no number in <bndbox><{tag}>") from e
 
 
 def _size(annotation: ET.Element) -> tuple[int, int] | None:

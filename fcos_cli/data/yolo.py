@@ -68,7 +68,7 @@ def _label_lines(label_file: Path) -> list[str]:
     try:
         return label_file.read_text().splitlines()
     except (OSError, UnicodeDecodeError) as e:
-        raise UserError(f"cannot read label file {label_file}: {getattr(e, 'strerror', None) or e}") from None
+        raise UserError(f"cannot read label file {label_file}: {getattr(e, 'strerror', None) or e}") from e
 
 
 def load_yolo(yaml_path: str | Path, split: str = "train") -> DatasetIndex:
@@ -99,9 +99,9 @@ def load_yolo(yaml_path: str | Path, split: str = "train") -> DatasetIndex:
                 continue
             try:
                 cls, cx, cy, w, h = (float(v) for v in line.split())
-            except ValueError:
+            except ValueError as e:
                 raise UserError(f"{_label_file(image)}:{number}: expected 'class cx cy w h', "
-                                f"got {line.strip()!r:.80}") from None
+                                f"got {line.strip()!r:.80}") from e
             if not math.isfinite(cls) or cls != int(cls) or not 0 <= cls < len(names):
                 raise UserError(f"{_label_file(image)}:{number}: class {cls:g} is not in 0..{len(names) - 1} "
                                 f"(the classes of {yaml_path})")

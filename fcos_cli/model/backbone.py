@@ -58,7 +58,7 @@ def hub_weights(name: str) -> tuple[Path, str]:
             continue
         except Exception as e:  # noqa: BLE001 - hub HTTP errors of all kinds: one line
             raise UserError(f"cannot download the pretrained weights of {tag} from the Hugging Face hub "
-                            f"({repo}): {type(e).__name__}: {one_line(str(e))[:200]}") from None
+                            f"({repo}): {type(e).__name__}: {one_line(str(e))[:200]}") from e
     if offline:
         from huggingface_hub.constants import HF_HUB_CACHE
 
@@ -179,7 +179,7 @@ class Backbone(nn.Module):
             try:
                 self.body = create_features(name)
             except (RuntimeError, AssertionError, TypeError, ValueError, NotImplementedError) as e:
-                raise UserError(f"timm backbone {name!r} cannot return multi-scale features: {e}") from None
+                raise UserError(f"timm backbone {name!r} cannot return multi-scale features: {e}") from e
         if self.load_report is not None:
             self.pretrained_sha256 = sha256(Path(self.load_report.path))
         info = self.body.feature_info
@@ -222,7 +222,7 @@ class Backbone(nn.Module):
             body = create_features(name, pretrained=True, pretrained_cfg_overlay={"file": str(path)})
         except Exception as e:  # noqa: BLE001 - any failure here is the file's, reported in one line
             raise UserError(f"cannot load pretrained file {path} into timm {name!r}: "
-                            f"{str(e).splitlines()[0][:300]}") from None
+                            f"{str(e).splitlines()[0][:300]}") from e
         self.load_report = _load_report(body, path)
         # timm loads features_only weights non-strictly: refuse a file that fits under half the tensors.
         if self.load_report.matched < self.load_report.total / 2:

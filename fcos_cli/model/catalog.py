@@ -104,7 +104,7 @@ def probe_backbone(name: str, strides: tuple[int, ...] = FCOS_STRIDES) -> Backbo
                 if "meta" in str(e):  # data-dependent code (`.item()`) cannot run on meta: inconclusive, not a no
                     return BackboneProbe(name, reductions, channels, pyramid, is_nhwc(body))
                 raise UserError(f"fails at {PROBE_SIZE[0]}x{PROBE_SIZE[1]} (input size fixed?): "
-                                f"{type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}") from None
+                                f"{type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}") from e
         return BackboneProbe(name, reductions, channels, pyramid, is_nhwc(body))
     except UserError as e:
         return BackboneProbe(name, error=str(e))

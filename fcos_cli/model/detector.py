@@ -139,7 +139,7 @@ def check_backbone(name: str, img_size: tuple[int, int]) -> list[tuple[str, int,
             outputs = model(torch.zeros(1, 3, *img_size))
     except (RuntimeError, AssertionError, ValueError) as e:
         raise UserError(f"timm {name!r} builds but fails on a {img_size[0]}x{img_size[1]} image (it may take only "
-                        f"its training size or multiples of a window): {str(e).splitlines()[0][:200]}") from None
+                        f"its training size or multiples of a window): {str(e).splitlines()[0][:200]}") from e
     finally:
         for hook in hooks:
             hook.remove()
