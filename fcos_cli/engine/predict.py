@@ -45,6 +45,20 @@ def _as_uint8(image: ImageLike) -> np.ndarray:
     return np.asarray(image, dtype=np.uint8)
 
 
+def _resizer(cfg: FCOSConfig) -> Callable[[ImageLike], tuple[np.ndarray, np.ndarray]]:
+    """The validation resize of `cfg`: an image -> (resized HxWx3 uint8, writable; (4,) float32 xyxy scale)."""
+    transform = build_transform(cfg.data.img_size, train=False, max_size=cfg.data.max_size,
+                                rounding=cfg.data.size_rounding)
+
+    def resize(image: ImageLike) -> tuple[np.ndarray, np.ndarray]:
+        pixels = _as_uint8(image)
+        resized = transform(image=pixels, bboxes=np.zeros((0, 4), np.float32), labels=np.zeros(0))["image"]
+        scale = np.array([resized.shape[1] / pixels.shape[1], resized.shape[0] / pixels.shape[0]] * 2, np.float32)
+        return np.array(resized, copy=True), scale  # a copy: PIL's pixels are read-only, torch warns on them
+
+    return resize
+
+
 def inference_amp(device: torch.device, half: bool = False, fp32: bool = False) -> bool:
     """Whether `fcos predict` / `eval` run the network under autocast: on CUDA with `--half` (fp16); on a CPU
     with native bf16 unless `--fp32` (bf16 for backbone, FPN and head; decoding and NMS stay float32)."""
@@ -76,16 +90,13 @@ def predict(model: FCOS, cfg: FCOSConfig, images: list[ImageLike], batch_size: i
     """
     model.eval()
     device = next(model.parameters()).device
-    transform = build_transform(cfg.data.img_size, train=False, max_size=cfg.data.max_size,
-                                rounding=cfg.data.size_rounding)
+    resize = _resizer(cfg)
     results: list[Detections] = []
     for start in range(0, len(images), batch_size):
         items = []
         for image in images[start:start + batch_size]:
-            pixels = _as_uint8(image)
-            resized = transform(image=pixels, bboxes=np.zeros((0, 4), np.float32), labels=np.zeros(0))["image"]
-            scale = torch.tensor([resized.shape[1] / pixels.shape[1], resized.shape[0] / pixels.shape[0]] * 2)
-            items.append((torch.from_numpy(np.array(resized, copy=True)).permute(2, 0, 1).float() / 255, scale))
+            resized, scale = resize(image)
+            items.append((torch.from_numpy(resized).permute(2, 0, 1).float() / 255, torch.from_numpy(scale)))
         batch = collate([(pixels, {}, None) for pixels, _ in items], model.backbone.mean, cfg.model.size_divisor)
         for det, (_, scale) in zip(detect(model, cfg, batch.images.to(device), batch.sizes, amp), items, strict=True):
             results.append(Detections(boxes=det["boxes"].cpu() / scale, scores=det["scores"].cpu(),
@@ -147,13 +158,10 @@ class OnnxDetector:
                 raise UserError(f"{self.path} has its NMS settings baked in (an older export): export it again to "
                                 f"change --conf below its gate, --iou or --max-det")
             feeds = {}
-        transform = build_transform(self.cfg.data.img_size, train=False, max_size=self.cfg.data.max_size,
-                                    rounding=self.cfg.data.size_rounding)
+        resize = _resizer(self.cfg)
         results = []
         for image in images:
-            pixels = _as_uint8(image)
-            resized = transform(image=pixels, bboxes=np.zeros((0, 4), np.float32), labels=np.zeros(0))["image"]
-            scale = np.array([resized.shape[1] / pixels.shape[1], resized.shape[0] / pixels.shape[0]] * 2, np.float32)
+            resized, scale = resize(image)
             tensor = (resized.astype(np.float32) / 255).transpose(2, 0, 1)[None]
             boxes, scores, labels = self.session.run(["boxes", "scores", "labels"],
                                                      {"images": np.ascontiguousarray(tensor), **feeds})
