@@ -559,8 +559,9 @@ def predict_cmd(
     max_det: MaxDetOption = None,
     img_size: ImgSizeOption = None,
     max_size: MaxSizeOption = None,
-    batch_size: Annotated[int, typer.Option(help="Images or video frames per batch (ONNX files run one at a time).",
-                                            callback=positive("--batch-size"))] = 8,
+    batch_size: Annotated[Optional[int], typer.Option(
+        help="Images or video frames per batch \\[default: 8 on CUDA; 1 on a CPU, where batches of 8 ran 11 % slower]"
+        " (ONNX files run one at a time).", callback=positive("--batch-size"))] = None,
     vid_stride: Annotated[int, typer.Option(help="Videos: predict every N-th frame; the annotated video then holds "
                                             "only those frames, at 1/N of the frame rate (same duration).",
                                             callback=positive("--vid-stride"))] = 1,
@@ -615,8 +616,10 @@ def predict_cmd(
                      f"safetensors weights")
         detect = OnnxDetector(path, device)
         cfg, info = detect.cfg, detect.info
+        batch_size = batch_size or 1
     else:
         dev = resolve_device(device)
+        batch_size = batch_size or (8 if dev.type == "cuda" else 1)
         model, cfg, _ = checkpoint.load(path, dev)
         info = checkpoint.read_info(path)
         fast = optimize_for_inference(model, compile=compile)  # a copy: folded BatchNorm, channels_last

@@ -6,8 +6,9 @@ import contextlib
 import dataclasses
 import json
 import time
-from collections import Counter
-from collections.abc import Callable
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -184,6 +185,52 @@ class PredictRun:
 # progress(what, unit, done, total): "images" or a video's name, "images" or "frames", counts so far and in all
 Progress = Callable[[str, str, int, int], None]
 Detect = Callable[[list[np.ndarray]], list[Detections]]
+_END = object()
+
+
+def _read_ahead(items: Iterable) -> Iterator:
+    """`items`, the next one decoded in a thread while the caller runs the model on this one (PIL, OpenCV and
+    torch release the GIL)."""
+    items = iter(items)
+    with ThreadPoolExecutor(1) as pool:
+        future = pool.submit(next, items, _END)
+        while (item := future.result()) is not _END:
+            future = pool.submit(next, items, _END)
+            yield item
+
+
+class _Writer:
+    """One thread that draws, encodes and writes (in submission order) while the model runs the next batch; at
+    most `ahead` jobs wait (each holds an image), and a job's error surfaces in the caller's next `submit`/`close`."""
+
+    def __init__(self, ahead: int) -> None:
+        self.pool, self.pending, self.ahead = ThreadPoolExecutor(1), deque[Future](), ahead
+
+    def submit(self, fn: Callable, *args) -> None:
+        self.pending.append(self.pool.submit(fn, *args))
+        while self.pending and (len(self.pending) > self.ahead or self.pending[0].done()):
+            self.pending.popleft().result()
+
+    def __enter__(self) -> _Writer:
+        return self
+
+    def __exit__(self, exc_type, *_) -> None:
+        try:
+            while self.pending and exc_type is None:  # on an error, only the running job is waited for
+                self.pending.popleft().result()
+        finally:
+            self.pool.shutdown(cancel_futures=True)
+
+
+def _read_batch(images: list[tuple[Path, Path]]) -> tuple[list[tuple[Path, np.ndarray]], list[tuple[Path, str]]]:
+    """(name, pixels) of the readable images, and (path, why) of the others: one bad file must not stop a folder."""
+    loaded, skipped = [], []
+    for path, name in images:
+        try:
+            loaded.append((name, read_image(path)))
+        except UserError as e:
+            skipped.append((path, str(e)))
+    return loaded, skipped
 
 
 def predict_files(detect: Detect, class_names: list[str], files: list[Path], out_dir: Path, category_ids: list[int],
@@ -204,23 +251,22 @@ def predict_files(detect: Detect, class_names: list[str], files: list[Path], out
     start = time.perf_counter()
     out_dir.mkdir(parents=True, exist_ok=True)
     crops_taken: set[str] = set()
-    for first in range(0, len(images), batch_size):
-        loaded = []
-        for path, name in images[first:first + batch_size]:
-            try:
-                loaded.append((name, read_image(path)))
-            except UserError as e:  # one bad file must not stop a folder: skip it and say so
-                run.skipped.append((path, str(e)))
-        for (name, pixels), det in zip(loaded, detect([p for _, p in loaded]) if loaded else [], strict=True):
-            boxes, scores, labels = _kept(det, conf, classes)
-            run.num_images += 1
-            run.per_class.update(class_names[k] for k in labels.tolist())
-            for box, score, label in zip(boxes.tolist(), scores.tolist(), labels.tolist(), strict=True):
-                run.results.append({"file_name": name.as_posix(), "image_id": run.num_images,
-                                    "category_id": category_ids[label], "bbox": _xywh(box), "score": round(score, 5)})
-            write_outputs(out_dir, name, pixels, boxes, scores, labels, class_names, outputs, crops_taken)
-        if progress is not None:
-            progress("images", "images", min(first + batch_size, len(images)), len(images))
+    batches = [images[first:first + batch_size] for first in range(0, len(images), batch_size)]
+    with _Writer(2 * batch_size) as writer:
+        for loaded, skipped in _read_ahead(map(_read_batch, batches)):
+            run.skipped += skipped
+            for (name, pixels), det in zip(loaded, detect([p for _, p in loaded]) if loaded else [], strict=True):
+                boxes, scores, labels = _kept(det, conf, classes)
+                run.num_images += 1
+                run.per_class.update(class_names[k] for k in labels.tolist())
+                for box, score, label in zip(boxes.tolist(), scores.tolist(), labels.tolist(), strict=True):
+                    run.results.append({"file_name": name.as_posix(), "image_id": run.num_images,
+                                        "category_id": category_ids[label], "bbox": _xywh(box),
+                                        "score": round(score, 5)})
+                writer.submit(write_outputs, out_dir, name, pixels, boxes, scores, labels, class_names, outputs,
+                              crops_taken)
+            if progress is not None:
+                progress("images", "images", run.num_images + len(run.skipped), len(images))
     with atomic_write(out_dir / "predictions.json") as tmp:
         tmp.write_text(json.dumps(run.results))
     for path, name in zip(files, names, strict=True):
@@ -257,29 +303,37 @@ def predict_video(detect: Detect, class_names: list[str], path: Path, name: Path
         lines_path = stack.enter_context(atomic_write(out_dir / name.with_name(name.name + ".jsonl")))
         lines_path.parent.mkdir(parents=True, exist_ok=True)
         lines = stack.enter_context(open(lines_path, "w"))
+        frames = stack.enter_context(contextlib.closing(_read_ahead(video.batches(batch_size, vid_stride))))
         write_frame = None
-        for batch in video.batches(batch_size, vid_stride):
-            if write_frame is None and outputs.save_images:  # sized by a decoded frame (rotation metadata)
-                height, width = batch[0][1].shape[:2]
-                write_frame = stack.enter_context(write_video(out_dir / video_output_name(name),
-                                                              info.fps / vid_stride, width, height))
-            for (index, frame), det in zip(batch, detect([frame for _, frame in batch]), strict=True):
-                boxes, scores, labels = _kept(det, conf, classes)
-                if per_class is not None:
-                    per_class.update(class_names[k] for k in labels.tolist())
-                found = [{"category_id": category_ids[k], "class": class_names[k], "bbox": _xywh(box),
-                          "score": round(score, 5)}
-                         for box, score, k in zip(boxes.tolist(), scores.tolist(), labels.tolist(), strict=True)]
-                lines.write(json.dumps({"frame": index, "time": round(index / info.fps, 4), "detections": found})
-                            + "\n")
-                if write_frame is not None:
-                    write_frame(draw_detections(frame, boxes, scores, labels, class_names, outputs))
-                write_outputs(out_dir, name / f"{index:06d}.jpg", frame, boxes, scores, labels, class_names,
-                              frame_outputs, crops_taken)
-            done += len(batch)
-            if progress is not None:
-                progress(name.as_posix(), "frames", done, max(total, done))
+        with _Writer(2 * batch_size) as writer:  # closed (frames written) before the video file is
+            for batch in frames:
+                if write_frame is None and outputs.save_images:  # sized by a decoded frame (rotation metadata)
+                    height, width = batch[0][1].shape[:2]
+                    write_frame = stack.enter_context(write_video(out_dir / video_output_name(name),
+                                                                  info.fps / vid_stride, width, height))
+                for (index, frame), det in zip(batch, detect([frame for _, frame in batch]), strict=True):
+                    boxes, scores, labels = _kept(det, conf, classes)
+                    if per_class is not None:
+                        per_class.update(class_names[k] for k in labels.tolist())
+                    found = [{"category_id": category_ids[k], "class": class_names[k], "bbox": _xywh(box),
+                              "score": round(score, 5)}
+                             for box, score, k in zip(boxes.tolist(), scores.tolist(), labels.tolist(), strict=True)]
+                    lines.write(json.dumps({"frame": index, "time": round(index / info.fps, 4),
+                                            "detections": found}) + "\n")
+                    writer.submit(_write_frame, write_frame, out_dir, name / f"{index:06d}.jpg", frame, boxes,
+                                  scores, labels, class_names, outputs, frame_outputs, crops_taken)
+                done += len(batch)
+                if progress is not None:
+                    progress(name.as_posix(), "frames", done, max(total, done))
     return done
+
+
+def _write_frame(write_frame: Callable | None, out_dir: Path, name: Path, frame: np.ndarray, boxes: Tensor,
+                 scores: Tensor, labels: Tensor, class_names: list[str], outputs: PredictOutputs,
+                 frame_outputs: PredictOutputs, crops_taken: set[str]) -> None:
+    if write_frame is not None:
+        write_frame(draw_detections(frame, boxes, scores, labels, class_names, outputs))
+    write_outputs(out_dir, name, frame, boxes, scores, labels, class_names, frame_outputs, crops_taken)
 
 
 def _kept(det: Detections, conf: float, classes: tuple[int, ...] | None) -> tuple[Tensor, Tensor, Tensor]:

@@ -231,3 +231,27 @@ def test_video_gives_an_annotated_video_and_the_detections_of_its_frames(overfit
     assert len(kept) == 6 and kept_fps == 3.0
     labels = (tmp_path / "stride" / "labels" / "clip.mp4" / "000004.txt").read_text().splitlines()
     assert len(labels) == len(strided[1]["detections"]) >= 3
+
+
+def test_batches_are_one_image_on_a_cpu_unless_asked(overfit, tmp_path: Path, monkeypatch) -> None:
+    import fcos_cli.engine.predict as predict_module
+
+    result, root = overfit
+    batches: list[int] = []
+    real = predict_module.predict
+
+    def counted(model, cfg, images, batch_size=8, amp=False):
+        batches.append(len(images))
+        return real(model, cfg, images, batch_size, amp)
+
+    monkeypatch.setattr(predict_module, "predict", counted)
+    images = sorted((root / "images").glob("train_*.jpg"))[:5]
+    assert len(images) >= 4
+    for image in images:
+        shutil.copy(image, tmp_path / image.name)
+    for extra, expected in (([], [1] * len(images)), (["--batch-size", "3"], [3, len(images) - 3])):
+        batches.clear()
+        out = runner.invoke(app, ["predict", str(tmp_path / "*.jpg"), "-w", str(result.best), "--device", "cpu",
+                                  "--project", str(tmp_path / "runs"), "--no-save-images", *extra])
+        assert out.exit_code == 0, out.output
+        assert batches == expected
