@@ -19,7 +19,7 @@ Rows (each side runs as its own subprocess, `python -m fcos_cli ...` against the
 - `loader`: images/s of our data pipeline alone (the Dataset + DataLoader of the train engine, 64 images, worker
   start-up included) at 640 and 800 px with 0, 1 and N (all cores) workers, next to the model's train step alone
   (R-50, float32, batch 2) at that size.
-- `jpeg_readers`: images/s of PIL, fcos_cli's `read_image` (PIL + EXIF), torchvision.io.decode_jpeg and OpenCV
+- `jpeg_readers`: images/s of PIL, fcos_cli's `read_image` (OpenCV for JPEGs, PIL otherwise; EXIF applied), torchvision.io.decode_jpeg and OpenCV
   (cv2.imdecode) on the same files, each to an H x W x 3 RGB uint8 array (what the pipeline consumes).
 
 The images are generated scenes (fcos_cli.data.synthetic), not photographs: they compress better than photos, so the
