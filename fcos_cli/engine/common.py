@@ -8,7 +8,6 @@ from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 
-import cv2
 import torch
 
 from ..config import FCOSConfig
@@ -55,15 +54,8 @@ def loader(index: DatasetIndex, cfg: FCOSConfig, mean: tuple[float, ...], train:
         dataset, batch_size=batch_size or cfg.train.batch_size,
         sampler=EpochSampler(len(dataset), seed, num_replicas, rank) if train else None,
         num_workers=workers, collate_fn=partial(collate, pad_value=mean, size_divisor=cfg.model.size_divisor),
-        pin_memory=torch.cuda.is_available(), worker_init_fn=init_worker if workers else None,
+        pin_memory=torch.cuda.is_available(), worker_init_fn=ignore_stop_signals if workers else None,
     )
-
-
-def init_worker(worker_id: int) -> None:
-    """DataLoader `worker_init_fn`: OpenCV (decoding, albumentations) on one thread per worker, as torch already
-    is there, so that workers do not take the cores of the model's threads; stop signals left to the main process."""
-    cv2.setNumThreads(1)
-    ignore_stop_signals(worker_id)
 
 
 class EpochSampler(torch.utils.data.Sampler[int]):
