@@ -29,7 +29,7 @@ def main() -> None:
 
     cfg = preset(args.preset)
     cfg.data.img_size = args.img_size
-    cfg.targets.size_ranges = level_size_ranges(cfg)  # the rule's boundaries for this image size
+    cfg.targets.size_ranges = level_size_ranges(cfg)  # the rule's boundaries (8 strides of each finer level)
     strides = [2**level for level in cfg.model.fpn.levels]  # P3..P7: 8..128
     points = points_for_image(args.img_size, args.img_size, strides, cfg.targets)
     print(f"{args.preset}: {len(points.xy)} points on {len(strides)} levels "

@@ -177,7 +177,7 @@ def inspect_dataset(index, cfg, num_images: int, out: Path, draw: bool = True) -
     from .data.dataset import DetectionDataset
     from .data.transforms import build_transform
 
-    cfg.targets.size_ranges = level_size_ranges(cfg)  # the rule's values, for the chosen image size
+    cfg.targets.size_ranges = level_size_ranges(cfg)  # the rule's values (or --size-ranges)
     d = cfg.data
     transform = build_transform(d.img_size, train=False, max_size=d.max_size, rounding=d.size_rounding)
     dataset = DetectionDataset(index.records[:num_images], transform)

@@ -194,10 +194,14 @@ def test_demo_data_takes_the_cpu_profile_and_rules_fill_the_rest():
 
     cfg = resolve(assemble())
     assert (cfg.model.backbone.name, cfg.data.img_size, cfg.train.epochs) == (SIZES["n"][0], 320, 32)
-    assert cfg.targets.size_ranges == (32.0, 64.0, 128.0, 256.0)  # the paper's ranges halved at 320 px
+    assert cfg.targets.size_ranges == (32.0, 64.0, 128.0, 256.0)  # the demo's: 4 strides of P3..P6
     assert cfg.model.backbone.pretrained is False and cfg.model.head.num_groups == 32
     mine = resolve(assemble(flags={"data.train": "mine.json", "model.fpn.out_channels": 32, "data.img_size": 1333}))
-    assert mine.targets.size_ranges == (128.0, 256.0, 512.0, 1024.0) and mine.model.head.num_groups == 16
+    assert mine.targets.size_ranges == (64.0, 128.0, 256.0, 512.0) and mine.model.head.num_groups == 16
+    small = resolve(assemble(flags={"data.train": "mine.json", "data.img_size": 160}))
+    assert small.targets.size_ranges == (64.0, 128.0, 256.0, 512.0)  # 8 strides at any image size
+    finer = resolve(assemble(flags={"data.train": "mine.json", "model.fpn.levels": (2, 3, 4, 5, 6)}))
+    assert finer.targets.size_ranges == (32.0, 64.0, 128.0, 256.0)  # the rule follows the levels' strides
     assert mine.model.backbone.pretrained is True and mine.train.lr == 0.01
 
 
