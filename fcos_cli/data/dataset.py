@@ -51,7 +51,7 @@ def read_image(path) -> np.ndarray:
             raise UserError(f"cannot read image {path}: a truncated or corrupt JPEG")
         return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
     try:
-        with Image.open(io.BytesIO(data.tobytes())) as im:
+        with Image.open(io.BytesIO(data)) as im:
             im = ImageOps.exif_transpose(im)
             if im.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit: keep the top 8 bits
                 im = Image.fromarray((np.asarray(im, dtype=np.float32) / 256).clip(0, 255).astype(np.uint8))
