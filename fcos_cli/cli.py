@@ -560,7 +560,7 @@ def predict_cmd(
     img_size: ImgSizeOption = None,
     max_size: MaxSizeOption = None,
     batch_size: Annotated[Optional[int], typer.Option(
-        help="Images or video frames per batch \\[default: 8 on CUDA; 1 on a CPU, where batches of 8 ran 11 % slower]"
+        help="Images or video frames per batch \\[default: 8 on CUDA; 1 on a CPU, where batches of 8 ran 12 % slower]"
         " (ONNX files run one at a time).", callback=positive("--batch-size"))] = None,
     vid_stride: Annotated[int, typer.Option(help="Videos: predict every N-th frame; the annotated video then holds "
                                             "only those frames, at 1/N of the frame rate (same duration).",
