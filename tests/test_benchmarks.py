@@ -67,6 +67,7 @@ def test_accuracy_quick_trains_both_and_scores_them_alike(tmp_path: Path) -> Non
     for key, runs in result["runs"].items():
         assert [r["seed"] for r in runs] == [0]
         assert 0 <= runs[0]["map"] <= runs[0]["map50"] <= 1 and runs[0]["wall_s"] > 0, key
+        assert 0 <= runs[0]["map_batch8"] <= 1, key
     assert "--set data.hflip=0" in result["commands"]["ours_same"]
     val = json.loads((tmp_path / "work" / "digits_8_4_96" / "val.json").read_text())
     assert len(val["images"]) == 4 and val["annotations"]  # real digit scans, with boxes
