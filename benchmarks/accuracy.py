@@ -8,7 +8,8 @@ digit scans of the validation scenes kept apart from those of the training scene
   scratch), trained by a plain loop on its own DataLoader;
 - `ours_same`: `fcos train` (subprocess) with that recipe: the short side 320 (torchvision's `min_size=320`,
   its floor rounding), no augmentation, SGD 0.01 momentum 0.9 weight decay 1e-4, the same warm-up and cosine
-  schedule (fcos_cli's `lr_factor`, applied by both), gradient norm clipped at 10, batch 8, fp32;
+  schedule (fcos_cli's `lr_factor`, applied by both), gradient norm clipped at 10, batch 8, fp32, batches drawn
+  at random (no aspect-ratio grouping, as the plain loop);
 - `ours_default`: `fcos train` with its defaults, given only the data, the backbone, epochs, batch, the image size
   as torchvision gets it (`--img-size 320 --max-size 1333`: the short side) and `--set data.hflip=0` (a mirrored
   digit is not a digit: the one setting this data asks of any user).
@@ -265,7 +266,7 @@ def same_recipe_args(recipe: dict, short: int) -> list[str]:
     """`fcos train` options giving torchvision's recipe (its resize, no augmentation, the same optimisation)."""
     return ["--img-size", str(short), "--max-size", "1333", "--fpn-channels", str(recipe["channels"]),
             "--set", "data.size_rounding=floor",
-            "--set", "data.hflip=0", "--set", "data.color_jitter=false",
+            "--set", "data.hflip=0", "--set", "data.color_jitter=false", "--set", "data.aspect_grouping=false",
             "--optimizer", "sgd", "--lr", str(recipe["lr"]), "--set", f"train.momentum={recipe['momentum']}",
             "--set", f"train.weight_decay={recipe['weight_decay']}", "--warmup-steps", str(recipe["warmup_steps"]),
             "--schedule", "cosine", "--grad-clip", str(recipe["grad_clip"])]

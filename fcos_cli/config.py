@@ -125,6 +125,9 @@ class DataConfig:
     hflip: float = 0.5  # probability of a horizontal flip
     color_jitter: bool = True  # brightness, contrast, saturation 0.2 and hue 0.02 on 80% of the images
     crop: float = 0.0  # probability of a random crop keeping every box, before the resize (zoom-in scale jitter)
+    # training batches of one orientation (landscape or portrait), as detectron2 and mmdetection: less padding, which
+    # the head's GroupNorm statistics include, so one image alone scores as well as in a batch
+    aspect_grouping: bool = True
 
 
 @dataclass

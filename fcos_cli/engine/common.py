@@ -52,31 +52,57 @@ def loader(index: DatasetIndex, cfg: FCOSConfig, mean: tuple[float, ...], train:
     dataset = DetectionDataset(index.records, transform, seed=seed)
     return torch.utils.data.DataLoader(
         dataset, batch_size=batch_size or cfg.train.batch_size,
-        sampler=EpochSampler(len(dataset), seed, num_replicas, rank) if train else None,
+        sampler=EpochSampler(len(dataset), seed, num_replicas, rank,
+                             _orientations(index.records) if d.aspect_grouping else None,
+                             batch_size or cfg.train.batch_size) if train else None,
         num_workers=workers, collate_fn=partial(collate, pad_value=mean, size_divisor=cfg.model.size_divisor),
         pin_memory=torch.cuda.is_available(), worker_init_fn=ignore_stop_signals if workers else None,
     )
+
+
+def _orientations(records) -> list[bool | None]:
+    """Per record: landscape (True), portrait (False), or None where the annotations give no size."""
+    return [None if r.width is None or r.height is None else r.width >= r.height for r in records]
 
 
 class EpochSampler(torch.utils.data.Sampler[int]):
     """This rank's share of a permutation seeded by (seed, epoch), optionally from an offset.
 
     The order is a function of the epoch alone (torch's `DistributedSampler`), so a run resumed in
-    the middle of an epoch skips exactly the images it had already trained on.
+    the middle of an epoch skips exactly the images it had already trained on. With `groups` (one key per
+    image, e.g. its orientation), each run of `batch_size` images shares a key, as detectron2's and mmdetection's
+    aspect-ratio grouping; the leftovers come last, in the epoch's order.
     """
 
-    def __init__(self, size: int, seed: int, num_replicas: int = 1, rank: int = 0) -> None:
+    def __init__(self, size: int, seed: int, num_replicas: int = 1, rank: int = 0,
+                 groups: list | None = None, batch_size: int = 1) -> None:
         # drop_last with several ranks: each image at most once per epoch, shares of equal length.
         self.base = torch.utils.data.DistributedSampler(range(size), num_replicas, rank, shuffle=True, seed=seed,
                                                         drop_last=num_replicas > 1)
+        self.groups, self.batch_size = groups, batch_size
         self.skip = 0
+
+    def _order(self) -> list[int]:
+        order = list(self.base)
+        if self.groups is None:
+            return order
+        filling: dict = {}
+        batches = []
+        for i in order:
+            batch = filling.setdefault(self.groups[i], [])
+            batch.append(i)
+            if len(batch) == self.batch_size:
+                batches.append(filling.pop(self.groups[i]))
+        grouped = [i for batch in batches for i in batch]
+        placed = set(grouped)
+        return grouped + [i for i in order if i not in placed]  # the leftovers in the epoch's order
 
     def set_epoch(self, epoch: int, skip: int = 0) -> None:
         self.base.set_epoch(epoch)
         self.skip = skip
 
     def __iter__(self) -> Iterator[int]:
-        return itertools.islice(iter(self.base), self.skip, None)
+        return itertools.islice(iter(self._order()), self.skip, None)
 
     def __len__(self) -> int:
         return len(self.base) - self.skip
