@@ -1,4 +1,4 @@
-"""`benchmarks/run.py`, `e2e.py` and `accuracy.py` in their --quick form run end to end and write every row; timings are
+"""`benchmarks/run.py`, `e2e.py` and `accuracy.py` in their --quick form (and `batch_composition.py`) run end to end and write every row; timings are
 never asserted."""
 
 from __future__ import annotations
@@ -72,3 +72,14 @@ def test_accuracy_quick_trains_both_and_scores_them_alike(tmp_path: Path) -> Non
     val = json.loads((tmp_path / "work" / "digits_8_4_96" / "val.json").read_text())
     assert len(val["images"]) == 4 and val["annotations"]  # real digit scans, with boxes
     assert "ours_same" in done.stdout and "torchvision" in done.stdout
+
+
+def test_batch_composition_scores_one_weights_file_four_ways(overfit) -> None:
+    result, root = overfit
+    done = subprocess.run([sys.executable, str(SCRIPT.with_name("batch_composition.py")), str(result.best),
+                           str(root / "train.json")], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    scores = json.loads(done.stdout.strip().splitlines()[-1])
+    assert set(scores) == {"alone", "batch8", "batch8_by_orientation", "alone_padded"}
+    assert all(0 <= v <= 1 for v in scores.values())
+    assert scores["batch8"] > 0.5  # the overfit model scored in batches, as `fcos eval` scores it
