@@ -50,11 +50,11 @@ def loader(index: DatasetIndex, cfg: FCOSConfig, mean: tuple[float, ...], train:
                                 d.crop)
     workers = cfg.train.workers if workers is None else workers
     dataset = DetectionDataset(index.records, transform, seed=seed)
+    batch_size = batch_size or cfg.train.batch_size
+    groups = _orientations(index.records) if d.aspect_grouping else None
     return torch.utils.data.DataLoader(
-        dataset, batch_size=batch_size or cfg.train.batch_size,
-        sampler=EpochSampler(len(dataset), seed, num_replicas, rank,
-                             _orientations(index.records) if d.aspect_grouping else None,
-                             batch_size or cfg.train.batch_size) if train else None,
+        dataset, batch_size=batch_size,
+        sampler=EpochSampler(len(dataset), seed, num_replicas, rank, groups, batch_size) if train else None,
         num_workers=workers, collate_fn=partial(collate, pad_value=mean, size_divisor=cfg.model.size_divisor),
         pin_memory=torch.cuda.is_available(), worker_init_fn=ignore_stop_signals if workers else None,
     )
