@@ -176,15 +176,20 @@ def test_budget_reserves_the_slowest_step_and_what_follows() -> None:
 
 
 def test_a_second_stop_signal_acts_at_once_but_one_delivered_twice_counts_once(monkeypatch) -> None:
-    with stop_on_signals() as signalled:
-        assert signalled() == 0
-        signal.raise_signal(signal.SIGTERM)
-        signal.raise_signal(signal.SIGTERM)  # e.g. GNU timeout: to the process, then to its group
-        assert signalled() == signal.SIGTERM
-        monkeypatch.setattr(stop_module, "SAME_STOP_S", 0.0)
-        with pytest.raises(KeyboardInterrupt):  # Python's own Ctrl-C, as without us
-            signal.raise_signal(signal.SIGINT)
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    # Python's own Ctrl-C handler, however pytest was started (a background job of a script starts with SIGINT ignored)
+    launched = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with stop_on_signals() as signalled:
+            assert signalled() == 0
+            signal.raise_signal(signal.SIGTERM)
+            signal.raise_signal(signal.SIGTERM)  # e.g. GNU timeout: to the process, then to its group
+            assert signalled() == signal.SIGTERM
+            monkeypatch.setattr(stop_module, "SAME_STOP_S", 0.0)
+            with pytest.raises(KeyboardInterrupt):  # Python's own Ctrl-C, as without us
+                signal.raise_signal(signal.SIGINT)
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, launched)
 
 
 def test_resume_auto_starts_fresh_then_continues(demo: Path, tmp_path: Path, reference: Path) -> None:
