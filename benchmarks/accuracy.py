@@ -367,7 +367,8 @@ def main() -> None:
         print(f"{key:24} {m['map']:7.3f} {m['map50']:7.3f} {m[f'map_batch{BATCH}']:7.3f} {m['wall_s']:8.1f}")
     args.out.mkdir(parents=True, exist_ok=True)
     size = "" if args.short == SHORT_SIDE or args.quick else f"_{args.short}"
-    path = args.out / f"accuracy_{result['device']}{size}.json"
+    width = "" if args.fpn_channels == RECIPE["channels"] or args.quick else f"_fpn{args.fpn_channels}"
+    path = args.out / f"accuracy_{result['device']}{size}{width}.json"
     path.write_text(json.dumps(result, indent=1) + "\n")
     print(f"wrote {path}")
 
