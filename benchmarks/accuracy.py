@@ -317,13 +317,16 @@ def run(args: argparse.Namespace) -> dict:
     num_train, num_val, short = (600, 150, args.short) if not args.quick else (8, 4, 96)
     if args.quick:
         recipe.update(epochs=1, batch=4, warmup_steps=1, channels=64)
-    data = digit_scenes(args.work / f"digits_{num_train}_{num_val}_{short}", num_train, num_val, short)
     variants = {"ours_same": same_recipe_args(recipe, short)}
     if not args.quick:  # quick (tests): one run of ours, the same code path
         variants["ours_default"] = ["--img-size", str(short), "--max-size", "1333", "--set", "data.hflip=0"]
         if recipe["channels"] != RECIPE["channels"]:  # a narrow FPN (a CPU-sized run): the same for every run
             variants["ours_default"] += ["--fpn-channels", str(recipe["channels"])]
     variants.update(args.variant)
+    for name in args.skip:
+        if variants.pop(name, None) is None:
+            raise SystemExit(f"error: --skip {name}: no such run of ours (runs: {', '.join(variants)})")
+    data = digit_scenes(args.work / f"digits_{num_train}_{num_val}_{short}", num_train, num_val, short)
     jobs = [(seed, data, device, args.workers, recipe, short, variants, args.work) for seed in args.seeds]
     if args.jobs > 1:  # seeds side by side (a big GPU); every variant then runs under the same load
         context = multiprocessing.get_context("spawn")
@@ -357,6 +360,8 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=1, help="seeds run side by side (wall times then under load)")
     parser.add_argument("--variant", type=_variant, action="append", default=[],
                         help='more runs of ours: NAME="fcos train options" (repeatable)')
+    parser.add_argument("--skip", action="append", default=[],
+                        help="leave out a run of ours, e.g. ours_default (repeatable; torchvision always runs)")
     parser.add_argument("--work", type=Path, default=Path("runs/accuracy"), help="scenes and runs go here")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     args = parser.parse_args()

@@ -59,11 +59,12 @@ ACCURACY = Path(__file__).resolve().parents[1] / "benchmarks" / "accuracy.py"
 
 def test_accuracy_quick_trains_both_and_scores_them_alike(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, str(ACCURACY), "--quick", "--device", "cpu", "--workers", "0",
+                           "--variant", "wide=--fpn-channels 128", "--skip", "wide",
                            "--work", str(tmp_path / "work"), "--out", str(tmp_path)],
                           capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads((tmp_path / "accuracy_cpu.json").read_text())
-    assert set(result["runs"]) == {"torchvision", "ours_same"}
+    assert set(result["runs"]) == {"torchvision", "ours_same"} == set(result["commands"]) | {"torchvision"}
     for key, runs in result["runs"].items():
         assert [r["seed"] for r in runs] == [0]
         assert 0 <= runs[0]["map"] <= runs[0]["map50"] <= 1 and runs[0]["wall_s"] > 0, key
@@ -72,6 +73,14 @@ def test_accuracy_quick_trains_both_and_scores_them_alike(tmp_path: Path) -> Non
     val = json.loads((tmp_path / "work" / "digits_8_4_96" / "val.json").read_text())
     assert len(val["images"]) == 4 and val["annotations"]  # real digit scans, with boxes
     assert "ours_same" in done.stdout and "torchvision" in done.stdout
+
+
+def test_accuracy_skip_of_an_unknown_run_names_the_runs(tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, str(ACCURACY), "--quick", "--skip", "ours_defualt",
+                           "--work", str(tmp_path), "--out", str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    assert done.stderr.strip() == "error: --skip ours_defualt: no such run of ours (runs: ours_same)"
+    assert not list(tmp_path.glob("*.json"))
 
 
 def test_batch_composition_scores_one_weights_file_four_ways(overfit) -> None:
